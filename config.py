@@ -1,0 +1,308 @@
+"""LadaGAN hyperparameters: one plain dict of defaults, small presets, validation.
+
+Edit `config` below as you would the authors' `config.py` (the keys and default values are theirs;
+keys marked "ours" are additions of this project). On the command line, pick a preset with
+`--preset NAME` and override any key with `--set key=value` (value parsed as a Python literal and
+type-checked against the default). The resolved config is printed at start and written to
+`<model_dir>/config.json`.
+
+    >>> conf = make_config('cifar10', batch_size=64)
+    >>> conf.img_size, conf.to_dict()['batch_size']
+    (32, 64)
+"""
+import ast
+import copy
+import json
+
+# Official defaults (the authors' tensorflow/config.py: the CelebA 64x64 model).
+config = {
+    # --- data and model size ---
+    'img_size': 64,               # training resolution: 32, 64, 128 or 256
+    'batch_size': 128,            # global batch size (split over replicas when distributed)
+    'noise_dim': 128,             # length of the standard-normal noise z fed to G
+    'center_crop': False,         # ours: crop images to a centred square before resizing
+    # --- generator ---
+    'g_dim': [1024, 256, 64],     # token width of the 8x8, 16x16 and 32x32 generator stages
+    'g_heads': [4, 4, 4],         # attention heads per generator stage
+    'g_mlp': [512, 512, 512],     # hidden width of each generator block's MLP
+    'g_initializer': 'orthogonal',  # kernel initializer of every generator layer
+    'dec_dim': False,             # False: patch generation; else conv decoder widths, one per x2
+    'g_lr': 0.0002,               # generator Adam learning rate
+    'g_beta1': 0.5,               # generator Adam beta_1
+    'g_beta2': 0.99,              # generator Adam beta_2
+    # --- discriminator ---
+    'd_enc_dim': [64, 128, 256],  # conv encoder widths; one entry more per doubling above 16 px
+    'd_out_dim': [512, 1024],     # widths of the two output convs after the Lada block
+    'd_heads': 4,                 # attention heads of the discriminator block
+    'd_mlp': 512,                 # hidden width of the discriminator block's MLP
+    'd_initializer': 'orthogonal',  # kernel initializer of every discriminator layer
+    'd_lr': 0.0002,               # discriminator Adam learning rate
+    'd_beta1': 0.5,               # discriminator Adam beta_1
+    'd_beta2': 0.99,              # discriminator Adam beta_2
+    'attention': 'lada',          # ours: 'lada' (linear additive) or 'dot' (softmax dot-product)
+    # --- objective ---
+    'loss': 'nsl',                # 'nsl' non-saturating logistic, 'hinge', 'rahinge' (ours)
+    'gp_weight': 0.0001,          # weight of the R1 penalty on (augmented) real images
+    'policy': 'color,translation',  # DiffAugment policy: comma-separated color/translation/cutout
+    'bcr': False,                 # balanced consistency regularisation instead of DiffAugment in D
+    'cr_weight': 0.1,             # weight of the bCR consistency loss
+    'ema_decay': 0.999,           # decay of the generator's exponential moving average
+    # --- evaluation and plots ---
+    'fid_backbone': 'standard',   # ours: 'standard' (the paper's FID Inception) or 'keras' (official)
+    'n_fid_real': 2500,           # real images for the in-training FID
+    'n_fid_gen': 2500,            # generated images for the in-training FID
+    'fid_batch_size': 50,         # Inception batch size
+    'gen_batch_size': 50,         # generator batch size when sampling for FID and generate.py
+    'plot_size': 5.2,             # size in inches of one panel of the attention-map plots
+    'test_seed': 77,              # seed of the fixed noise behind sample grids and attention plots
+    # --- execution (ours) ---
+    'seed': 0,                    # seed of weights, noise, augmentation and data order
+    'jit': True,                  # compile the train step with XLA
+}
+
+_G_BASE = dict(g_dim=[1024, 256, 64], g_heads=[4, 4, 4], g_mlp=[512, 512, 512], dec_dim=False)
+
+# Each preset overrides only what differs from `config`; see the README for what each reached.
+presets = {
+    # CIFAR-10 32x32 (paper FID 3.29): the 64 px model with a one-step-shorter D encoder.
+    'cifar10': dict(_G_BASE, img_size=32, d_enc_dim=[128, 256], batch_size=128),
+    # CelebA 64x64 (paper FID 1.81): the official defaults.
+    'celeba_64': dict(_G_BASE, img_size=64, d_enc_dim=[64, 128, 256], batch_size=128),
+    # FFHQ 128x128 (paper FID 4.48): wider G, conv decoder, cutout and bCR as released.
+    'ffhq_128': dict(img_size=128, g_dim=[1024, 512, 256], g_heads=[4, 4, 4],
+                     g_mlp=[512, 512, 512], dec_dim=[128, 64], d_enc_dim=[32, 64, 128, 256],
+                     batch_size=64, policy='color,translation,cutout', bcr=True),
+    # LSUN Bedroom 128x128 (paper FID 5.08): released with the FFHQ 128 settings.
+    'bedroom_128': dict(img_size=128, g_dim=[1024, 512, 256], g_heads=[4, 4, 4],
+                        g_mlp=[512, 512, 512], dec_dim=[128, 64], d_enc_dim=[32, 64, 128, 256],
+                        batch_size=64, policy='color,translation,cutout', bcr=True),
+    # A few-hundred-thousand-parameter model for tests and CPU experiments.
+    'tiny': dict(img_size=32, batch_size=16, g_dim=[64, 32, 16], g_heads=[2, 2, 2],
+                 g_mlp=[64, 64, 64], d_enc_dim=[16, 32], d_out_dim=[32, 64], d_heads=2,
+                 d_mlp=64, n_fid_real=500, n_fid_gen=500),
+    # The default `python train.py`: OpenMoji emoji at 32 px in minutes on a 2-core CPU.
+    'demo': dict(img_size=32, batch_size=32, g_dim=[256, 128, 64], g_heads=[4, 4, 4],
+                 g_mlp=[256, 256, 256], d_enc_dim=[32, 64], d_out_dim=[128, 256], d_heads=4,
+                 d_mlp=256, n_fid_real=1000, n_fid_gen=1000),
+}
+
+IMG_SIZES = (32, 64, 128, 256)
+LOSSES = ('nsl', 'hinge', 'rahinge')
+ATTENTIONS = ('lada', 'dot')
+POLICY_OPS = ('color', 'translation', 'cutout')
+FID_BACKBONES = ('standard', 'keras')
+INITIALIZERS = ('orthogonal', 'glorot_uniform', 'glorot_normal', 'he_normal', 'he_uniform',
+                'lecun_normal', 'random_normal')
+
+
+class ConfigError(ValueError):
+    """A config value that is unknown, of the wrong type or inconsistent with the others."""
+
+
+class Config:
+    """A validated, read-only view of a config dict with attribute access."""
+
+    def __init__(self, values):
+        object.__setattr__(self, '_values', copy.deepcopy(dict(values)))
+
+    def __getattr__(self, key):
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(f'config has no key {key!r}') from None
+
+    def __setattr__(self, key, value):
+        raise AttributeError('Config is read-only: use make_config(..., key=value) instead')
+
+    def __getitem__(self, key):
+        return self._values[key]
+
+    def __eq__(self, other):
+        return isinstance(other, Config) and self._values == other._values
+
+    def __repr__(self):
+        return f'Config({self._values!r})'
+
+    def to_dict(self):
+        return copy.deepcopy(self._values)
+
+    def to_json(self):
+        return json.dumps(self._values, indent=4)
+
+    def replace(self, **overrides):
+        """A new validated config with some keys changed."""
+        values = self.to_dict()
+        values.update(_typed_overrides(overrides))
+        return Config(validate(values))
+
+
+def _is_int(value):
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _type_name(value):
+    if isinstance(value, list):
+        return 'a list of integers'
+    return {bool: 'True or False', int: 'an integer', float: 'a number',
+            str: 'a string'}[type(value)]
+
+
+def _check_type(key, value):
+    """Return `value` converted to the type of config[key], or raise ConfigError."""
+    default = config[key]
+    if key == 'dec_dim':  # False (patch generation) or a list of decoder widths
+        if value is False or (isinstance(value, list) and value and all(map(_is_int, value))):
+            return list(value) if value else False
+        raise ConfigError(f'dec_dim={value!r} is not allowed: use False or a list of integers')
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif _is_int(default):
+        ok = _is_int(value)
+    elif isinstance(default, float):
+        ok = _is_int(value) or isinstance(value, float)
+        value = float(value) if ok else value
+    elif isinstance(default, list):
+        ok = isinstance(value, (list, tuple)) and all(map(_is_int, value))
+        value = list(value) if ok else value
+    else:
+        ok = isinstance(value, str)
+    if not ok:
+        raise ConfigError(f'{key}={value!r} has the wrong type: it must be {_type_name(default)}')
+    return value
+
+
+def _typed_overrides(overrides):
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise ConfigError(f'unknown config key {unknown[0]!r}; known keys: '
+                          + ', '.join(sorted(config)))
+    return {key: _check_type(key, value) for key, value in overrides.items()}
+
+
+def validate(values):
+    """Check that the values fit together; return them unchanged or raise ConfigError."""
+    v = values
+
+    def fail(message):
+        raise ConfigError(message)
+
+    if v['img_size'] not in IMG_SIZES:
+        fail(f'img_size={v["img_size"]} is not supported: use one of {", ".join(map(str, IMG_SIZES))}')
+    for key in ('g_dim', 'g_heads', 'g_mlp'):
+        if len(v[key]) != 3:
+            fail(f'{key}={v[key]} must have 3 entries, one per generator stage (8, 16, 32 px)')
+    for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'n_fid_real', 'n_fid_gen',
+                'fid_batch_size', 'gen_batch_size'):
+        if v[key] < 1:
+            fail(f'{key}={v[key]} must be a positive integer')
+    for key in ('g_dim', 'g_heads', 'g_mlp', 'd_enc_dim', 'd_out_dim'):
+        if min(v[key]) < 1:
+            fail(f'{key}={v[key]} must hold positive integers')
+    for stage, (dim, heads) in enumerate(zip(v['g_dim'], v['g_heads'])):
+        if dim % heads:
+            fail(f'g_dim[{stage}]={dim} is not divisible by g_heads[{stage}]={heads}')
+    for stage in (0, 1):  # pixel shuffle x2 turns C channels into C / 4
+        if v['g_dim'][stage] % 4:
+            fail(f'g_dim[{stage}]={v["g_dim"][stage]} must be divisible by 4 (pixel shuffle x2)')
+    upsamplings = {32: 0, 64: 1, 128: 2, 256: 3}[v['img_size']]
+    if v['dec_dim'] is False:
+        patch = v['img_size'] // 32
+        if v['g_dim'][2] % (patch * patch):
+            fail(f'g_dim[2]={v["g_dim"][2]} must be divisible by {patch * patch} for patch '
+                 f'generation at img_size {v["img_size"]} (or set dec_dim)')
+    elif len(v['dec_dim']) != upsamplings:
+        fail(f'dec_dim={v["dec_dim"]} must have {upsamplings} entries for img_size '
+             f'{v["img_size"]} (one per x2 upsampling from 32 px), or be False')
+    n_enc = {32: 2, 64: 3, 128: 4, 256: 5}[v['img_size']]
+    if len(v['d_enc_dim']) != n_enc:
+        fail(f'd_enc_dim={v["d_enc_dim"]} must have {n_enc} entries for img_size {v["img_size"]}')
+    if len(v['d_out_dim']) != 2:
+        fail(f'd_out_dim={v["d_out_dim"]} must have 2 entries')
+    if v['d_enc_dim'][-1] % v['d_heads']:
+        fail(f'd_enc_dim[-1]={v["d_enc_dim"][-1]} is not divisible by d_heads={v["d_heads"]}')
+    if v['loss'] not in LOSSES:
+        fail(f'loss={v["loss"]!r} is not supported: use one of {", ".join(LOSSES)}')
+    if v['attention'] not in ATTENTIONS:
+        fail(f'attention={v["attention"]!r} is not supported: use one of {", ".join(ATTENTIONS)}')
+    if v['fid_backbone'] not in FID_BACKBONES:
+        fail(f'fid_backbone={v["fid_backbone"]!r} is not supported: use one of '
+             + ', '.join(FID_BACKBONES))
+    for key in ('g_initializer', 'd_initializer'):
+        if v[key] not in INITIALIZERS:
+            fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(INITIALIZERS)}')
+    ops = [op for op in v['policy'].split(',') if op]
+    for op in ops:
+        if op not in POLICY_OPS:
+            fail(f'policy={v["policy"]!r} has unknown operation {op!r}: use a comma-separated '
+                 f'list of {", ".join(POLICY_OPS)} (or an empty string)')
+    if not 0.0 <= v['ema_decay'] < 1.0:
+        fail(f'ema_decay={v["ema_decay"]} must be in [0, 1)')
+    for key in ('g_lr', 'd_lr', 'plot_size'):
+        if v[key] <= 0:
+            fail(f'{key}={v[key]} must be positive')
+    for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
+        if not 0.0 <= v[key] < 1.0:
+            fail(f'{key}={v[key]} must be in [0, 1)')
+    for key in ('gp_weight', 'cr_weight'):
+        if v[key] < 0:
+            fail(f'{key}={v[key]} must not be negative')
+    return values
+
+
+def make_config(preset=None, **overrides):
+    """The default config, then the preset's overrides, then `overrides`, validated."""
+    values = copy.deepcopy(config)
+    if preset is not None:
+        if preset not in presets:
+            raise ConfigError(f'unknown preset {preset!r}: use one of {", ".join(presets)}')
+        values.update(presets[preset])
+    values.update(_typed_overrides(overrides))
+    return Config(validate(values))
+
+
+def config_from_dict(values):
+    """A validated Config from a stored dict (e.g. a run's config.json); every key required."""
+    missing = sorted(set(config) - set(values))
+    if missing:
+        raise ConfigError(f'config is missing key {missing[0]!r}')
+    typed = _typed_overrides(values)
+    return Config(validate(typed))
+
+
+def parse_override(text):
+    """'key=value' from the command line -> (key, typed value). Strings need no quotes."""
+    if '=' not in text:
+        raise ConfigError(f'--set {text!r} is not of the form key=value')
+    key, raw = text.split('=', 1)
+    key = key.strip()
+    if key not in config:
+        raise ConfigError(f'unknown config key {key!r}; known keys: ' + ', '.join(sorted(config)))
+    default = config[key]
+    if isinstance(default, str) and key != 'dec_dim':
+        value = raw.strip()
+    else:
+        lowered = raw.strip().lower()
+        if lowered in ('true', 'false'):
+            value = lowered == 'true'
+        else:
+            try:
+                value = ast.literal_eval(raw.strip())
+            except (ValueError, SyntaxError):
+                raise ConfigError(f'--set {key}={raw} is not a valid value: it must be '
+                                  f'{_type_name(default)}') from None
+    return key, _check_type(key, value)
+
+
+# Official config.json keys that this project reads under the same name (all of them); other
+# keys found in an official config.json are ignored when loading it.
+OFFICIAL_KEYS = ('img_size', 'batch_size', 'g_lr', 'g_beta1', 'g_beta2', 'noise_dim',
+                 'g_initializer', 'g_dim', 'g_heads', 'g_mlp', 'd_initializer', 'd_enc_dim',
+                 'd_out_dim', 'd_heads', 'd_mlp', 'd_lr', 'd_beta1', 'd_beta2', 'gp_weight',
+                 'policy', 'fid_batch_size', 'gen_batch_size', 'loss', 'ema_decay', 'bcr',
+                 'cr_weight', 'dec_dim', 'n_fid_real', 'n_fid_gen', 'plot_size', 'test_seed')
+
+
+def from_official(official):
+    """Translate an official LadaGAN config.json dict into our Config."""
+    values = {key: official[key] for key in OFFICIAL_KEYS if key in official}
+    return make_config(**values)

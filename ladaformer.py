@@ -1,0 +1,258 @@
+"""Ladaformer: the linear additive-attention Transformer block of LadaGAN.
+
+Shapes: B batch, N tokens, D model width, H heads, d = D / H head width.
+
+Lada attention (one global query per head, cost linear in N):
+    alpha = softmax_N(Dense_H(Q)^T / sqrt(d))      # (B, H, N), the attention map
+    g     = sum_i alpha_i * Q_i                    # (B, H, d), per head
+    R_i   = g * K_i * V_i                          # (B, N, H, d), element-wise
+    out   = Dense_D(merge_heads(R))
+The weight names (wq, wk, wv, q_attn, to_out, norm1, mlp, ...) are the official ones, so that
+`utils.load_official_checkpoint` can map the authors' variables one to one.
+"""
+import math
+
+import keras
+import tensorflow as tf
+from keras import layers
+
+
+def _dense(units, initializer, name, use_bias=True, activation=None):
+    return layers.Dense(units, use_bias=use_bias, activation=activation,
+                        kernel_initializer=initializer, name=name)
+
+
+class LadaAttention(layers.Layer):
+    """Linear additive attention; returns (output (B, N, D), attention map (B, H, N))."""
+
+    def __init__(self, model_dim, n_heads, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        if model_dim % n_heads:
+            raise ValueError(f'model_dim={model_dim} is not divisible by n_heads={n_heads}')
+        self.model_dim = model_dim
+        self.n_heads = n_heads
+        self.initializer = initializer
+        self.head_dim = model_dim // n_heads
+        self.wq = _dense(model_dim, initializer, 'wq')
+        self.wk = _dense(model_dim, initializer, 'wk')
+        self.wv = _dense(model_dim, initializer, 'wv')
+        # One logit per head from the full query (all D channels), not from per-head slices.
+        self.q_attn = _dense(n_heads, initializer, 'q_attn')
+        self.to_out = _dense(model_dim, initializer, 'to_out')
+
+    def build(self, input_shape):
+        for dense in (self.wq, self.wk, self.wv, self.to_out):
+            dense.build(input_shape)
+        self.q_attn.build(input_shape)
+
+    def call(self, x):
+        n_tokens = tf.shape(x)[1]
+        q, k, v = self.wq(x), self.wk(x), self.wv(x)                # (B, N, D)
+        logits = self.q_attn(q) / math.sqrt(self.head_dim)          # (B, N, H)
+        # Softmax over tokens in float32: with mixed precision, 1024 tokens underflow in fp16.
+        alpha = tf.nn.softmax(tf.cast(logits, tf.float32), axis=1)  # (B, N, H)
+        heads = [-1, n_tokens, self.n_heads, self.head_dim]
+        q, k, v = (tf.reshape(t, heads) for t in (q, k, v))         # (B, N, H, d)
+        global_q = tf.einsum('bnh,bnhd->bhd', tf.cast(alpha, q.dtype), q)  # (B, H, d)
+        mixed = global_q[:, None] * k * v                           # (B, N, H, d)
+        out = self.to_out(tf.reshape(mixed, [-1, n_tokens, self.model_dim]))
+        return out, tf.transpose(alpha, [0, 2, 1])                  # (B, H, N)
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'initializer': self.initializer}
+
+
+class DotAttention(layers.Layer):
+    """Standard multi-head softmax dot-product attention (quadratic in N), for comparison.
+
+    Returns (output (B, N, D), map (B, H, N)): the map is the attention each token receives,
+    averaged over the queries, so it plots like Lada's map.
+    """
+
+    def __init__(self, model_dim, n_heads, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        if model_dim % n_heads:
+            raise ValueError(f'model_dim={model_dim} is not divisible by n_heads={n_heads}')
+        self.model_dim = model_dim
+        self.n_heads = n_heads
+        self.initializer = initializer
+        self.head_dim = model_dim // n_heads
+        self.wq = _dense(model_dim, initializer, 'wq')
+        self.wk = _dense(model_dim, initializer, 'wk')
+        self.wv = _dense(model_dim, initializer, 'wv')
+        self.to_out = _dense(model_dim, initializer, 'to_out')
+
+    def build(self, input_shape):
+        for dense in (self.wq, self.wk, self.wv, self.to_out):
+            dense.build(input_shape)
+
+    def call(self, x):
+        n_tokens = tf.shape(x)[1]
+        heads = [-1, n_tokens, self.n_heads, self.head_dim]
+        q, k, v = (tf.reshape(dense(x), heads) for dense in (self.wq, self.wk, self.wv))
+        logits = tf.einsum('bnhd,bmhd->bhnm', q, k) / math.sqrt(self.head_dim)  # (B, H, N, N)
+        weights = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        mixed = tf.einsum('bhnm,bmhd->bnhd', tf.cast(weights, v.dtype), v)      # (B, N, H, d)
+        out = self.to_out(tf.reshape(mixed, [-1, n_tokens, self.model_dim]))
+        return out, tf.reduce_mean(weights, axis=2)                              # (B, H, N)
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'initializer': self.initializer}
+
+
+ATTENTION_LAYERS = {'lada': LadaAttention, 'dot': DotAttention}
+
+
+def make_attention(kind, model_dim, n_heads, initializer, name='attn'):
+    if kind not in ATTENTION_LAYERS:
+        raise ValueError(f'attention={kind!r} is not supported: use one of '
+                         + ', '.join(ATTENTION_LAYERS))
+    return ATTENTION_LAYERS[kind](model_dim, n_heads, initializer, name=name)
+
+
+class SMLayerNorm(layers.Layer):
+    """Self-modulated LayerNorm: LN(x) * gamma(z) + beta(z), gamma and beta from z (no 1 + gamma).
+
+    Inputs x (B, N, D) and the raw noise z (B, noise_dim); h = relu(Dense_D(z)).
+    """
+
+    def __init__(self, epsilon=1e-6, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = epsilon
+        self.initializer = initializer
+        self.ln = layers.LayerNormalization(epsilon=epsilon, center=False, scale=False, name='ln')
+
+    def build(self, input_shape):
+        x_shape, z_shape = input_shape
+        dim = x_shape[-1]
+        self.h = _dense(dim, self.initializer, 'h')
+        self.gamma = _dense(dim, self.initializer, 'gamma')
+        self.beta = _dense(dim, self.initializer, 'beta')
+        self.h.build(z_shape)
+        self.gamma.build((z_shape[0], dim))
+        self.beta.build((z_shape[0], dim))
+        self.ln.build(x_shape)
+
+    def call(self, inputs):
+        x, z = inputs
+        h = tf.nn.relu(self.h(z))                                   # (B, D)
+        return self.ln(x) * self.gamma(h)[:, None] + self.beta(h)[:, None]
+
+    def get_config(self):
+        return {**super().get_config(), 'epsilon': self.epsilon, 'initializer': self.initializer}
+
+
+class MLP(layers.Layer):
+    """Dense(mlp_dim, exact-erf GELU) -> Dense(model_dim)."""
+
+    def __init__(self, model_dim, mlp_dim, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = model_dim
+        self.mlp_dim = mlp_dim
+        self.initializer = initializer
+        self.fc1 = _dense(mlp_dim, initializer, 'fc1')
+        self.fc2 = _dense(model_dim, initializer, 'fc2')
+
+    def build(self, input_shape):
+        self.fc1.build(input_shape)
+        self.fc2.build((*input_shape[:-1], self.mlp_dim))
+
+    def call(self, x):
+        return self.fc2(tf.nn.gelu(self.fc1(x), approximate=False))
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'mlp_dim': self.mlp_dim,
+                'initializer': self.initializer}
+
+
+class GeneratorBlock(layers.Layer):
+    """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)]."""
+
+    def __init__(self, model_dim, n_heads, mlp_dim, initializer='orthogonal', attention='lada',
+                 epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = model_dim
+        self.n_heads = n_heads
+        self.mlp_dim = mlp_dim
+        self.initializer = initializer
+        self.attention = attention
+        self.epsilon = epsilon
+        self.norm1 = SMLayerNorm(epsilon, initializer, name='norm1')
+        self.attn = make_attention(attention, model_dim, n_heads, initializer)
+        self.norm2 = SMLayerNorm(epsilon, initializer, name='norm2')
+        self.mlp = MLP(model_dim, mlp_dim, initializer, name='mlp')
+
+    def build(self, input_shape):
+        x_shape, _ = input_shape
+        self.norm1.build(input_shape)
+        self.attn.build(x_shape)
+        self.norm2.build(input_shape)
+        self.mlp.build(x_shape)
+
+    def call(self, inputs):
+        x, z = inputs
+        attn_out, attn_map = self.attn(self.norm1([x, z]))
+        h = x + attn_out
+        # No residual around the MLP: the official code (and the released checkpoints) do this.
+        return self.mlp(self.norm2([h, z])), attn_map
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
+                'attention': self.attention, 'epsilon': self.epsilon}
+
+
+class DiscriminatorBlock(layers.Layer):
+    """Pre-LN Transformer block: h = x + Attn(LN1(x)); out = h + MLP(LN2(h))."""
+
+    def __init__(self, model_dim, n_heads, mlp_dim, initializer='orthogonal', attention='lada',
+                 epsilon=1e-6, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = model_dim
+        self.n_heads = n_heads
+        self.mlp_dim = mlp_dim
+        self.initializer = initializer
+        self.attention = attention
+        self.epsilon = epsilon
+        self.norm1 = layers.LayerNormalization(epsilon=epsilon, name='norm1')
+        self.attn = make_attention(attention, model_dim, n_heads, initializer)
+        self.norm2 = layers.LayerNormalization(epsilon=epsilon, name='norm2')
+        self.mlp = MLP(model_dim, mlp_dim, initializer, name='mlp')
+
+    def build(self, input_shape):
+        for sub in (self.norm1, self.attn, self.norm2, self.mlp):
+            sub.build(input_shape)
+
+    def call(self, x):
+        attn_out, attn_map = self.attn(self.norm1(x))
+        h = x + attn_out
+        return h + self.mlp(self.norm2(h)), attn_map
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
+                'attention': self.attention, 'epsilon': self.epsilon}
+
+
+class PositionEmbedding(layers.Layer):
+    """Adds a learned (n_tokens, D) table to the tokens; the official one is an Embedding."""
+
+    def __init__(self, n_tokens, model_dim, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        self.n_tokens = n_tokens
+        self.model_dim = model_dim
+        self.initializer = initializer
+
+    def build(self, input_shape):
+        self.embeddings = self.add_weight(
+            shape=(self.n_tokens, self.model_dim), name='embeddings',
+            initializer=keras.initializers.get(self.initializer))
+
+    def call(self, tokens):
+        return tokens + tf.cast(self.embeddings, tokens.dtype)
+
+    def get_config(self):
+        return {**super().get_config(), 'n_tokens': self.n_tokens, 'model_dim': self.model_dim,
+                'initializer': self.initializer}

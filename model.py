@@ -1,0 +1,335 @@
+"""LadaGAN generator and discriminator (Keras 3).
+
+    generator(z, training=False)        -> (images (B, S, S, 3) linear in [-1, 1],
+                                            [attn_8 (B, H0, 64), attn_16 (B, H1, 256),
+                                             attn_32 (B, H2, 1024)])
+    discriminator(images, training=False) -> logits (B, 25) float32 (a 5x5 map per image)
+
+The constructor keywords are the official ones. Attribute names follow the official code so that
+official checkpoints map one to one (see utils.load_official_checkpoint).
+
+Print a parameter and multiply-accumulate table:  python model.py --preset cifar10
+"""
+import argparse
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding
+
+IMG_SIZES = (32, 64, 128, 256)
+# The discriminator always attends over a 16x16 grid: one stride-2 down block per doubling.
+D_ENC_LENGTHS = {32: 2, 64: 3, 128: 4, 256: 5}
+
+
+def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding='same'):
+    return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
+                         kernel_initializer=initializer, name=name)
+
+
+def _batch_norm(name):
+    # Keras defaults (momentum 0.99, epsilon 1e-3) as the official code; synchronized so that
+    # a distributed global batch normalises like the single-device batch.
+    return layers.BatchNormalization(synchronized=True, name=name)
+
+
+def pixel_shuffle(tokens, side):
+    """(B, side*side, C) tokens -> (B, 2*side, 2*side, C/4) image (depth_to_space, NHWC)."""
+    grid = tf.reshape(tokens, [-1, side, side, tokens.shape[-1]])
+    return tf.nn.depth_to_space(grid, 2)
+
+
+def upsample_nearest2x(x):
+    """Nearest-neighbour x2 upsampling by broadcasting; its gradient is a plain sum, so it runs
+    under XLA (the ResizeNearestNeighborGrad of UpSampling2D has no XLA kernel)."""
+    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
+    x = tf.reshape(x, [-1, height, 1, width, 1, channels])
+    x = tf.broadcast_to(x, [tf.shape(x)[0], height, 2, width, 2, channels])
+    return tf.reshape(x, [-1, 2 * height, 2 * width, channels])
+
+
+def _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim):
+    if img_size not in IMG_SIZES:
+        raise ValueError(f'img_size={img_size} is not supported: use one of '
+                         + ', '.join(map(str, IMG_SIZES)))
+    for name, value in (('model_dim', model_dim), ('heads', heads), ('mlp_dim', mlp_dim)):
+        if len(value) != 3:
+            raise ValueError(f'{name}={list(value)} must have 3 entries (8, 16, 32 px stages)')
+    for stage in range(3):
+        if model_dim[stage] % heads[stage]:
+            raise ValueError(f'model_dim[{stage}]={model_dim[stage]} is not divisible by '
+                             f'heads[{stage}]={heads[stage]}')
+    for stage in (0, 1):
+        if model_dim[stage] % 4:
+            raise ValueError(f'model_dim[{stage}]={model_dim[stage]} must be divisible by 4 '
+                             '(pixel shuffle x2)')
+    n_up = IMG_SIZES.index(img_size)
+    if dec_dim:
+        if len(dec_dim) != n_up:
+            raise ValueError(f'dec_dim={list(dec_dim)} must have {n_up} entries for img_size '
+                             f'{img_size} (one per x2 upsampling from 32 px), or be False')
+    elif model_dim[2] % (img_size // 32) ** 2:
+        raise ValueError(f'model_dim[2]={model_dim[2]} must be divisible by '
+                         f'{(img_size // 32) ** 2} for patch generation at img_size {img_size}')
+
+
+class Generator(keras.Model):
+    """z (B, noise_dim) -> 8x8 -> 16x16 -> 32x32 tokens -> patches or conv decoder -> RGB."""
+
+    def __init__(self, img_size=32, model_dim=(1024, 256, 64), heads=(4, 4, 4),
+                 mlp_dim=(512, 512, 512), initializer='orthogonal', dec_dim=False,
+                 attention='lada', noise_dim=128, **kwargs):
+        super().__init__(**kwargs)
+        _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim)
+        self.img_size = img_size
+        self.model_dim = list(model_dim)
+        self.heads = list(heads)
+        self.mlp_dim = list(mlp_dim)
+        self.initializer = initializer
+        self.dec_dim = list(dec_dim) if dec_dim else False
+        self.attention = attention
+        self.noise_dim = noise_dim
+        d0, d1, d2 = self.model_dim
+        self.init = layers.Dense(64 * d0, use_bias=False, kernel_initializer=initializer,
+                                 name='init')
+        self.pos_emb_8 = PositionEmbedding(64, d0, initializer, name='pos_emb_8')
+        self.block_8 = GeneratorBlock(d0, heads[0], mlp_dim[0], initializer, attention,
+                                      name='block_8')
+        self.conv_8 = _conv(d1, 3, initializer, 'conv_8')
+        self.pos_emb_16 = PositionEmbedding(256, d1, initializer, name='pos_emb_16')
+        self.block_16 = GeneratorBlock(d1, heads[1], mlp_dim[1], initializer, attention,
+                                       name='block_16')
+        self.conv_16 = _conv(d2, 3, initializer, 'conv_16')
+        self.pos_emb_32 = PositionEmbedding(1024, d2, initializer, name='pos_emb_32')
+        self.block_32 = GeneratorBlock(d2, heads[2], mlp_dim[2], initializer, attention,
+                                       name='block_32')
+        # Conv decoder: per stage nearest x2 -> Conv3x3 -> BN -> LeakyReLU(0.2).
+        self.dec_convs = [_conv(f, 3, initializer, f'dec_conv_{i}')
+                          for i, f in enumerate(self.dec_dim or [])]
+        self.dec_norms = [_batch_norm(f'dec_bn_{i}') for i in range(len(self.dec_convs))]
+        self.patch_size = 1 if self.dec_dim else img_size // 32
+        self.ch_conv = _conv(3, 3, initializer, 'ch_conv')
+        self.build((None, noise_dim))
+
+    def build(self, input_shape):
+        # Build every sublayer now (not on first call) so checkpoints can be loaded at once.
+        # The output is computed in the model's compute dtype (float16 under mixed precision).
+        super().build(input_shape)
+        self(tf.zeros([1, self.noise_dim]), training=False)
+
+    def call(self, z, training=False):
+        z = tf.cast(z, self.compute_dtype)
+        x = tf.reshape(self.init(z), [-1, 64, self.model_dim[0]])      # (B, 64, D0)
+        x, attn_8 = self.block_8([self.pos_emb_8(x), z])
+        x = self.conv_8(pixel_shuffle(x, 8))                            # (B, 16, 16, D1)
+        x = tf.reshape(x, [-1, 256, self.model_dim[1]])
+        x, attn_16 = self.block_16([self.pos_emb_16(x), z])
+        x = self.conv_16(pixel_shuffle(x, 16))                          # (B, 32, 32, D2)
+        x = tf.reshape(x, [-1, 1024, self.model_dim[2]])
+        x, attn_32 = self.block_32([self.pos_emb_32(x), z])
+        x = tf.reshape(x, [-1, 32, 32, self.model_dim[2]])
+        for conv, norm in zip(self.dec_convs, self.dec_norms):
+            x = tf.nn.leaky_relu(norm(conv(upsample_nearest2x(x)), training=training), 0.2)
+        if self.patch_size > 1:
+            x = tf.nn.depth_to_space(x, self.patch_size)
+        # Linear output: images live in [-1, 1] and are clipped only when saved.
+        images = tf.cast(self.ch_conv(x), tf.float32)
+        return images, [attn_8, attn_16, attn_32]
+
+    def get_config(self):
+        return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
+                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
+                'dec_dim': self.dec_dim, 'attention': self.attention,
+                'noise_dim': self.noise_dim, 'name': self.name}
+
+
+class DownBlock(layers.Layer):
+    """Halves the resolution: mean of a two-conv main path and a pooled 1x1 direct path."""
+
+    def __init__(self, filters, initializer='orthogonal', **kwargs):
+        super().__init__(**kwargs)
+        self.filters = filters
+        self.initializer = initializer
+        self.main_conv1 = _conv(filters, 3, initializer, 'main_conv1', use_bias=False, strides=2)
+        self.main_bn1 = _batch_norm('main_bn1')
+        self.main_conv2 = _conv(filters, 3, initializer, 'main_conv2', use_bias=False)
+        self.main_bn2 = _batch_norm('main_bn2')
+        self.direct_conv = _conv(filters, 1, initializer, 'direct_conv', use_bias=False)
+        self.direct_bn = _batch_norm('direct_bn')
+
+    def build(self, input_shape):
+        batch, height, width, _ = input_shape
+        half = (batch, height // 2, width // 2)
+        self.main_conv1.build(input_shape)
+        self.main_bn1.build((*half, self.filters))
+        self.main_conv2.build((*half, self.filters))
+        self.main_bn2.build((*half, self.filters))
+        self.direct_conv.build((*half, input_shape[-1]))
+        self.direct_bn.build((*half, self.filters))
+
+    def call(self, x, training=False):
+        main = tf.nn.leaky_relu(self.main_bn1(self.main_conv1(x), training=training), 0.2)
+        main = tf.nn.leaky_relu(self.main_bn2(self.main_conv2(main), training=training), 0.2)
+        direct = tf.nn.avg_pool2d(x, 2, 2, 'VALID')
+        direct = tf.nn.leaky_relu(self.direct_bn(self.direct_conv(direct), training=training), 0.2)
+        return (main + direct) / 2
+
+    def get_config(self):
+        return {**super().get_config(), 'filters': self.filters, 'initializer': self.initializer}
+
+
+class Discriminator(keras.Model):
+    """Images (B, S, S, 3) -> conv encoder to 16x16 -> one Lada block -> 5x5 logits (B, 25)."""
+
+    def __init__(self, img_size=32, enc_dim=(128, 256), out_dim=(512, 1024), mlp_dim=512,
+                 heads=4, initializer='orthogonal', attention='lada', **kwargs):
+        super().__init__(**kwargs)
+        if img_size not in IMG_SIZES:
+            raise ValueError(f'img_size={img_size} is not supported: use one of '
+                             + ', '.join(map(str, IMG_SIZES)))
+        if len(enc_dim) != D_ENC_LENGTHS[img_size]:
+            raise ValueError(f'enc_dim={list(enc_dim)} must have {D_ENC_LENGTHS[img_size]} '
+                             f'entries for img_size {img_size}')
+        if len(out_dim) != 2:
+            raise ValueError(f'out_dim={list(out_dim)} must have 2 entries')
+        if enc_dim[-1] % heads:
+            raise ValueError(f'enc_dim[-1]={enc_dim[-1]} is not divisible by heads={heads}')
+        self.img_size = img_size
+        self.enc_dim = list(enc_dim)
+        self.out_dim = list(out_dim)
+        self.mlp_dim = mlp_dim
+        self.heads = heads
+        self.initializer = initializer
+        self.attention = attention
+        self.inp_conv = _conv(enc_dim[0], 3, initializer, 'inp_conv', use_bias=False)
+        self.encoder = [DownBlock(f, initializer, name=f'down_block_{i}')
+                        for i, f in enumerate(enc_dim[1:])]
+        self.pos_emb_8 = PositionEmbedding(256, enc_dim[-1], initializer, name='pos_emb_8')
+        self.block_8 = DiscriminatorBlock(enc_dim[-1], heads, mlp_dim, initializer, attention,
+                                          name='block_8')
+        self.conv_4 = _conv(out_dim[0], 3, initializer, 'conv_4')
+        self.out_conv1 = _conv(out_dim[1], 1, initializer, 'out_conv1', use_bias=False)
+        self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid')
+        self.build((None, img_size, img_size, 3))
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self(tf.zeros([1, self.img_size, self.img_size, 3]), training=False)
+
+    def call(self, images, training=False):
+        x = tf.nn.leaky_relu(self.inp_conv(tf.cast(images, self.compute_dtype)), 0.2)
+        for down in self.encoder:
+            x = down(x, training=training)                               # -> (B, 16, 16, E)
+        x = tf.reshape(x, [-1, 256, self.enc_dim[-1]])
+        x, _ = self.block_8(self.pos_emb_8(x))
+        x = tf.nn.space_to_depth(tf.reshape(x, [-1, 16, 16, self.enc_dim[-1]]), 2)  # 8x8x4E
+        x = tf.nn.leaky_relu(self.out_conv1(self.conv_4(x)), 0.2)
+        logits = self.out_conv2(x)                                       # (B, 5, 5, 1)
+        return tf.reshape(tf.cast(logits, tf.float32), [-1, 25])
+
+    def get_config(self):
+        return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
+                'mlp_dim': self.mlp_dim, 'heads': self.heads, 'initializer': self.initializer,
+                'attention': self.attention, 'name': self.name}
+
+
+def build_generator(conf, name='generator'):
+    return Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
+                     mlp_dim=conf.g_mlp, initializer=conf.g_initializer, dec_dim=conf.dec_dim,
+                     attention=conf.attention, noise_dim=conf.noise_dim, name=name)
+
+
+def build_discriminator(conf, name='discriminator'):
+    return Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim, out_dim=conf.d_out_dim,
+                         mlp_dim=conf.d_mlp, heads=conf.d_heads, initializer=conf.d_initializer,
+                         attention=conf.attention, name=name)
+
+
+def count_params(model):
+    """Trainable parameters, as the official code reports them."""
+    return int(sum(np.prod(w.shape) for w in model.trainable_weights))
+
+
+# ---------------------------------------------------------------- multiply-accumulates
+# Counted analytically: dense and conv layers, plus the attention's token mixing (Lada: the
+# global query, N*D; dot-product: Q K^T and weights V, 2*N*N*D). Element-wise ops, norms and
+# softmax are not counted, as is usual for the "FLOPs" figures GAN papers quote.
+
+def _block_macs(tokens, dim, heads, mlp, noise_dim, attention, self_modulated):
+    macs = 4 * tokens * dim * dim + tokens * mlp * dim * 2
+    macs += tokens * dim * heads + tokens * dim if attention == 'lada' else 2 * tokens ** 2 * dim
+    if self_modulated:  # two SMLNs, each h, gamma, beta Dense layers once per image
+        macs += 2 * (noise_dim * dim + 2 * dim * dim)
+    return macs
+
+
+def generator_stage_macs(conf):
+    """[(stage name, MACs per image)] for the generator."""
+    d0, d1, d2 = conf.g_dim
+    mk = lambda n, s: _block_macs(n, conf.g_dim[s], conf.g_heads[s], conf.g_mlp[s],
+                                  conf.noise_dim, conf.attention, True)
+    stages = [('8x8: Dense(z) + block', conf.noise_dim * 64 * d0 + mk(64, 0)),
+              ('16x16: conv + block', 256 * 9 * (d0 // 4) * d1 + mk(256, 1)),
+              ('32x32: conv + block', 1024 * 9 * (d1 // 4) * d2 + mk(1024, 2))]
+    side, channels, out = 32, d2, 0
+    for i, width in enumerate(conf.dec_dim or []):
+        side *= 2
+        out += side * side * 9 * channels * width
+        channels = width
+    if not conf.dec_dim:
+        side, channels = conf.img_size, d2 // (conf.img_size // 32) ** 2
+    out += side * side * 9 * channels * 3
+    stages.append(('output: ' + ('decoder + ' if conf.dec_dim else 'patches + ') + 'RGB conv',
+                   out))
+    return stages
+
+
+def discriminator_stage_macs(conf):
+    """[(stage name, MACs per image)] for the discriminator."""
+    enc, size = conf.d_enc_dim, conf.img_size
+    encoder = size * size * 9 * 3 * enc[0]
+    for c_in, c_out in zip(enc[:-1], enc[1:]):
+        size //= 2
+        encoder += size * size * (9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out)
+    block = _block_macs(256, enc[-1], conf.d_heads, conf.d_mlp, 0, conf.attention, False)
+    head = 64 * 9 * 4 * enc[-1] * conf.d_out_dim[0] + 64 * conf.d_out_dim[0] * conf.d_out_dim[1]
+    head += 25 * 16 * conf.d_out_dim[1]
+    return [('encoder to 16x16', encoder), ('16x16: block', block), ('output convs', head)]
+
+
+def summary_table(conf):
+    """A text table of parameters and MACs per stage for G and D."""
+    g, d = build_generator(conf), build_discriminator(conf)
+    lines = [f'{"model":<14}{"stage":<34}{"MACs":>14}']
+    for label, stages, params in (('generator', generator_stage_macs(conf), count_params(g)),
+                                  ('discriminator', discriminator_stage_macs(conf),
+                                   count_params(d))):
+        for stage, macs in stages:
+            lines.append(f'{label:<14}{stage:<34}{macs / 1e6:>12.1f} M')
+        total = sum(m for _, m in stages)
+        lines.append(f'{label:<14}{"total":<34}{total / 1e9:>12.3f} G'
+                     f'   params {params:,}')
+    return '\n'.join(lines)
+
+
+def main(argv=None):
+    import config as config_lib
+    parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    parser.add_argument('--preset', default=None, help='config preset (default: the defaults)')
+    args = parser.parse_args(argv)
+    try:
+        conf = config_lib.make_config(args.preset)
+    except config_lib.ConfigError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    print(f'LadaGAN {args.preset or "default config"} ({conf.img_size}x{conf.img_size}, '
+          f'{conf.attention} attention)')
+    print(summary_table(conf))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
