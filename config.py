@@ -53,7 +53,7 @@ config = {
     'n_fid_gen': 2500,            # generated images for the in-training FID
     'fid_batch_size': 50,         # Inception batch size
     'gen_batch_size': 50,         # generator batch size when sampling for FID and generate.py
-    'plot_size': 5.2,             # size in inches of one panel of the attention-map plots
+    'plot_size': 5.2,             # height in inches of the attention-map figures (as official)
     'test_seed': 77,              # seed of the fixed noise behind sample grids and attention plots
     # --- execution (ours) ---
     'seed': 0,                    # seed of weights, noise, augmentation and data order
