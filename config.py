@@ -81,9 +81,9 @@ presets = {
                  g_mlp=[64, 64, 64], d_enc_dim=[16, 32], d_out_dim=[32, 64], d_heads=2,
                  d_mlp=64, n_fid_real=500, n_fid_gen=500),
     # The default `python train.py`: OpenMoji emoji at 32 px in minutes on a 2-core CPU.
-    'demo': dict(img_size=32, batch_size=32, g_dim=[256, 128, 64], g_heads=[4, 4, 4],
-                 g_mlp=[256, 256, 256], d_enc_dim=[32, 64], d_out_dim=[128, 256], d_heads=4,
-                 d_mlp=256, n_fid_real=1000, n_fid_gen=1000),
+    'demo': dict(img_size=32, batch_size=32, g_dim=[128, 64, 32], g_heads=[2, 2, 2],
+                 g_mlp=[128, 128, 128], d_enc_dim=[32, 64], d_out_dim=[64, 128], d_heads=2,
+                 d_mlp=128, n_fid_real=500, n_fid_gen=500),
 }
 
 IMG_SIZES = (32, 64, 128, 256)

@@ -22,6 +22,7 @@ def _dense(units, initializer, name, use_bias=True, activation=None):
                         kernel_initializer=initializer, name=name)
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class LadaAttention(layers.Layer):
     """Linear additive attention; returns (output (B, N, D), attention map (B, H, N))."""
 
@@ -63,6 +64,7 @@ class LadaAttention(layers.Layer):
                 'initializer': self.initializer}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class DotAttention(layers.Layer):
     """Standard multi-head softmax dot-product attention (quadratic in N), for comparison.
 
@@ -112,6 +114,7 @@ def make_attention(kind, model_dim, n_heads, initializer, name='attn'):
     return ATTENTION_LAYERS[kind](model_dim, n_heads, initializer, name=name)
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class SMLayerNorm(layers.Layer):
     """Self-modulated LayerNorm: LN(x) * gamma(z) + beta(z), gamma and beta from z (no 1 + gamma).
 
@@ -144,6 +147,7 @@ class SMLayerNorm(layers.Layer):
         return {**super().get_config(), 'epsilon': self.epsilon, 'initializer': self.initializer}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class MLP(layers.Layer):
     """Dense(mlp_dim, exact-erf GELU) -> Dense(model_dim)."""
 
@@ -167,6 +171,7 @@ class MLP(layers.Layer):
                 'initializer': self.initializer}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class GeneratorBlock(layers.Layer):
     """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)]."""
 
@@ -204,6 +209,7 @@ class GeneratorBlock(layers.Layer):
                 'attention': self.attention, 'epsilon': self.epsilon}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class DiscriminatorBlock(layers.Layer):
     """Pre-LN Transformer block: h = x + Attn(LN1(x)); out = h + MLP(LN2(h))."""
 
@@ -236,6 +242,7 @@ class DiscriminatorBlock(layers.Layer):
                 'attention': self.attention, 'epsilon': self.epsilon}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class PositionEmbedding(layers.Layer):
     """Adds a learned (n_tokens, D) table to the tokens; the official one is an Embedding."""
 

@@ -76,6 +76,7 @@ def _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim):
                          f'{(img_size // 32) ** 2} for patch generation at img_size {img_size}')
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class Generator(keras.Model):
     """z (B, noise_dim) -> 8x8 -> 16x16 -> 32x32 tokens -> patches or conv decoder -> RGB."""
 
@@ -146,6 +147,7 @@ class Generator(keras.Model):
                 'noise_dim': self.noise_dim, 'name': self.name}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class DownBlock(layers.Layer):
     """Halves the resolution: mean of a two-conv main path and a pooled 1x1 direct path."""
 
@@ -181,6 +183,7 @@ class DownBlock(layers.Layer):
         return {**super().get_config(), 'filters': self.filters, 'initializer': self.initializer}
 
 
+@keras.saving.register_keras_serializable('ladagan')
 class Discriminator(keras.Model):
     """Images (B, S, S, 3) -> conv encoder to 16x16 -> one Lada block -> 5x5 logits (B, 25)."""
 

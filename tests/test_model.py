@@ -1,0 +1,214 @@
+"""The networks compute exactly what the official LadaGAN code computes."""
+import os
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import config  # noqa: E402
+import model  # noqa: E402
+import utils  # noqa: E402
+
+FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'official')
+
+# Trainable parameter counts of the official code (SPEC table); every preset needs an entry.
+PARAM_COUNTS = {
+    'cifar10': (19_901_647, 6_775_940),
+    'celeba_64': (19_900_351, 7_004_356),
+    'ffhq_128': (24_025_871, 7_061_220),
+    'bedroom_128': (24_025_871, 7_061_220),
+    'tiny': (646_873, 71_730),
+    'demo': (1_419_945, 266_338),
+}
+
+
+@pytest.fixture(scope='module', params=['tiny32', 'tiny64'])
+def official(request):
+    loaded = utils.load_official_checkpoint(os.path.join(FIXTURES, request.param))
+    expected = dict(np.load(os.path.join(FIXTURES, request.param, 'expected.npz')))
+    return loaded, expected
+
+
+def test_official_forward_outputs_match(official):
+    loaded, expected = official
+    noise, real = expected['noise'], expected['real']
+    ema_images, ema_attn = loaded['ema_generator'](noise, training=False)
+    np.testing.assert_allclose(ema_images, expected['ema_images'], atol=1e-5)
+    for attn, side in zip(ema_attn, (8, 16, 32)):
+        np.testing.assert_allclose(attn, expected[f'ema_attn_{side}'], atol=1e-5)
+    g_images, _ = loaded['generator'](noise, training=False)
+    np.testing.assert_allclose(g_images, expected['g_images'], atol=1e-5)
+    d_logits = loaded['discriminator'](real, training=False)
+    assert d_logits.dtype == tf.float32 and d_logits.shape == (4, 25)
+    np.testing.assert_allclose(d_logits, expected['d_logits_eval'], atol=1e-5)
+    assert model.count_params(loaded['generator']) == expected['g_params']
+    assert model.count_params(loaded['discriminator']) == expected['d_params']
+
+
+def test_official_training_mode_outputs_and_losses_match(official):
+    loaded, expected = official
+    conf = loaded['config']
+    generator, discriminator = loaded['generator'], loaded['discriminator']
+    # Training mode updates batch-norm statistics: work on copies of the weights.
+    saved = [w.numpy() for w in generator.weights + discriminator.weights]
+    try:
+        fake = generator(expected['noise'], training=True)[0]
+        fake_logits = discriminator(fake, training=True)
+        real = tf.constant(expected['real'])
+        with tf.GradientTape() as tape:
+            tape.watch(real)
+            real_logits = discriminator(real, training=True)
+        r1 = tf.reduce_sum(tf.square(tape.gradient(real_logits, real)), axis=[1, 2, 3])
+    finally:
+        for w, value in zip(generator.weights + discriminator.weights, saved):
+            w.assign(value)
+    np.testing.assert_allclose(fake, expected['g_images_train'], atol=1e-5)
+    np.testing.assert_allclose(fake_logits, expected['fake_logits_train'], atol=1e-5)
+    np.testing.assert_allclose(real_logits, expected['real_logits_train'], atol=1e-5)
+    g_loss_fn, d_loss_fn = utils.get_loss(conf.loss)
+    np.testing.assert_allclose(d_loss_fn(real_logits, fake_logits), expected['d_loss'], rtol=1e-4)
+    np.testing.assert_allclose(g_loss_fn(real_logits, fake_logits), expected['g_loss'], rtol=1e-4)
+    np.testing.assert_allclose(conf.gp_weight * tf.reduce_mean(r1), expected['gp'], rtol=1e-4)
+
+
+def test_official_checkpoint_mismatch_is_reported(tmp_path):
+    # A config that does not fit the checkpoint must fail loudly, never half-load.
+    folder = tmp_path / 'wrong'
+    (folder / 'best-training-checkpoints').mkdir(parents=True)
+    source = os.path.join(FIXTURES, 'tiny32')
+    for name in os.listdir(os.path.join(source, 'best-training-checkpoints')):
+        os.symlink(os.path.join(source, 'best-training-checkpoints', name),
+                   folder / 'best-training-checkpoints' / name)
+    import json
+    with open(os.path.join(source, 'config.json')) as f:
+        official = json.load(f)
+    official['g_mlp'] = [64, 64, 32]
+    (folder / 'config.json').write_text(json.dumps(official))
+    with pytest.raises(utils.UserError, match='shape-mismatched.*block_32/mlp'):
+        utils.load_official_checkpoint(folder)
+    with pytest.raises(utils.UserError, match='neither a model folder nor a checkpoint'):
+        utils.load_official_checkpoint(tmp_path / 'nothing')
+
+
+def test_checkpoint_prefix_is_accepted():
+    prefix = os.path.join(FIXTURES, 'tiny32', 'best-training-checkpoints', 'ckpt-16')
+    loaded = utils.load_official_checkpoint(prefix)
+    assert loaded['config'].img_size == 32 and loaded['n_images'] == 16
+
+
+@pytest.mark.parametrize('preset', sorted(config.presets))
+def test_parameter_counts_equal_the_official_models(preset):
+    assert preset in PARAM_COUNTS, f'add the parameter counts of new preset {preset!r}'
+    conf = config.make_config(preset)
+    g_params, d_params = PARAM_COUNTS[preset]
+    assert model.count_params(model.build_generator(conf)) == g_params
+    assert model.count_params(model.build_discriminator(conf)) == d_params
+
+
+def test_256px_patch_model_parameter_counts():
+    conf = config.make_config('celeba_64', img_size=256, d_enc_dim=[16, 32, 64, 128, 256])
+    assert model.count_params(model.build_generator(conf)) == 19_899_946
+    assert model.count_params(model.build_discriminator(conf)) == 7_075_316
+
+
+def test_generator_block_has_no_mlp_residual():
+    # Official quirk: out = MLP(SMLN2(h)), no "+ h". Zeroing the MLP's output layer must give 0.
+    from ladaformer import GeneratorBlock
+    block = GeneratorBlock(16, 2, 32)
+    x, z = tf.random.normal([2, 64, 16]), tf.random.normal([2, 128])
+    block([x, z])
+    block.mlp.fc2.kernel.assign(tf.zeros_like(block.mlp.fc2.kernel))
+    block.mlp.fc2.bias.assign(tf.zeros_like(block.mlp.fc2.bias))
+    out, attn = block([x, z])
+    np.testing.assert_array_equal(out, 0.0)
+    assert attn.shape == (2, 2, 64)
+    np.testing.assert_allclose(tf.reduce_sum(attn, -1), 1.0, rtol=1e-5)
+
+
+def test_lada_attention_matches_its_definition():
+    from ladaformer import LadaAttention
+    attn = LadaAttention(8, 2)
+    x = tf.random.normal([3, 5, 8])
+    out, alpha = attn(x)
+    q, k, v = (layer(x).numpy() for layer in (attn.wq, attn.wk, attn.wv))
+    logits = attn.q_attn(q).numpy().transpose(0, 2, 1) / np.sqrt(4)       # (B, H, N)
+    expected_alpha = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    np.testing.assert_allclose(alpha, expected_alpha, rtol=1e-5)
+    heads = lambda t: t.reshape(3, 5, 2, 4)
+    global_q = np.einsum('bhn,bnhd->bhd', expected_alpha, heads(q))
+    mixed = (global_q[:, None] * heads(k) * heads(v)).reshape(3, 5, 8)
+    np.testing.assert_allclose(out, attn.to_out(mixed), rtol=1e-4, atol=1e-5)
+
+
+def _small_conf(img_size, dec_dim, attention):
+    enc = {32: [8, 16], 64: [8, 8, 16], 128: [8, 8, 8, 16], 256: [8, 8, 8, 8, 16]}[img_size]
+    return config.make_config('tiny', img_size=img_size, dec_dim=dec_dim, attention=attention,
+                              g_dim=[32, 16, 64], g_mlp=[32, 32, 32], d_enc_dim=enc,
+                              d_out_dim=[16, 16], d_mlp=16)
+
+
+@pytest.mark.parametrize('img_size,dec_dim,attention', [
+    (32, False, 'lada'), (64, False, 'lada'), (64, [16], 'lada'), (128, False, 'lada'),
+    (128, [16, 8], 'lada'), (256, False, 'lada'), (256, [16, 8, 8], 'lada'),
+    (32, False, 'dot'), (128, [16, 8], 'dot')])
+def test_gradient_step_compiles_with_xla(img_size, dec_dim, attention):
+    conf = _small_conf(img_size, dec_dim, attention)
+    generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
+    variables = generator.trainable_variables + discriminator.trainable_variables
+
+    @tf.function(jit_compile=True)
+    def step(z):
+        with tf.GradientTape() as tape:
+            images, attn_maps = generator(z, training=True)
+            loss = tf.reduce_mean(discriminator(images, training=True))
+        return images, attn_maps, tape.gradient(loss, variables)
+
+    images, attn_maps, grads = step(tf.random.normal([2, conf.noise_dim]))
+    assert images.shape == (2, img_size, img_size, 3)
+    assert [a.shape for a in attn_maps] == [(2, 2, 64), (2, 2, 256), (2, 2, 1024)]
+    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+
+
+def test_nearest_upsampling_matches_keras():
+    x = tf.random.normal([2, 3, 4, 5])
+    expected = tf.keras.layers.UpSampling2D(2, interpolation='nearest')(x)
+    np.testing.assert_array_equal(model.upsample_nearest2x(x), expected)
+
+
+def test_models_save_and_reload(tmp_path):
+    import keras
+    conf = _small_conf(64, [16], 'lada')
+    generator = model.build_generator(conf)
+    z = tf.random.normal([2, conf.noise_dim])
+    generator.save(tmp_path / 'g.keras')
+    reloaded = keras.models.load_model(tmp_path / 'g.keras')
+    np.testing.assert_allclose(reloaded(z)[0], generator(z)[0], atol=1e-6)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(img_size=48), 'img_size=48 is not supported'),
+    (dict(model_dim=[1024, 256, 60], heads=[4, 4, 8]), 'not divisible by heads'),
+    (dict(img_size=128, dec_dim=[64]), 'must have 2 entries'),
+    (dict(img_size=64, model_dim=[64, 32, 18], heads=[2, 2, 2]), 'divisible by 4 for patch'),
+])
+def test_generator_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        model.Generator(**kwargs)
+
+
+def test_discriminator_rejects_bad_arguments():
+    with pytest.raises(ValueError, match='must have 3 entries for img_size 64'):
+        model.Discriminator(img_size=64, enc_dim=[64, 128])
+
+
+def test_summary_reports_the_papers_macs():
+    macs = lambda stages: sum(m for _, m in stages)
+    cifar = macs(model.generator_stage_macs(config.make_config('cifar10')))
+    ffhq = macs(model.generator_stage_macs(config.make_config('ffhq_128')))
+    assert 0.74e9 < cifar < 0.78e9      # README: "0.7B FLOPs"
+    assert 4.2e9 < ffhq < 4.4e9         # README: "4.3B FLOPs"
+    table = model.summary_table(config.make_config('tiny'))
+    assert 'generator' in table and 'discriminator' in table and '646,873' in table

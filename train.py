@@ -1,0 +1,431 @@
+"""Train LadaGAN.
+
+    python train.py                                   # demo: OpenMoji emoji, 32 px, CPU minutes
+    python train.py --preset cifar10 --file_pattern 'data/cifar10/*.png' --model_dir runs/cifar10
+    python train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 --model_dir runs/ffhq
+    python train.py --model_dir runs/cifar10          # resume: config, counters, RNG and best FID
+    python train.py --preset tiny --dry_run           # print the resolved config and exit
+
+A run folder holds config.json, training-checkpoints/ (latest), best-training-checkpoints/ (best
+FID; the official layout, loadable by the authors' code and by generate.py), log-dir/ (TensorBoard),
+samples/ (fixed-seed grids and attention maps) and loss_curves.png.
+"""
+import argparse
+import json
+import os
+import signal
+import sys
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config as config_lib  # noqa: E402
+import diffaug  # noqa: E402
+import model as model_lib  # noqa: E402
+import utils  # noqa: E402
+
+# `python train.py` with no dataset trains the demo preset for this many iterations.
+DEMO_TOTAL_ITER = 2000
+DEMO_FID_INTER = 1000
+
+
+def mse(a, b):
+    return tf.reduce_mean(tf.square(a - b))
+
+
+class LadaGAN(tf.Module):
+    """Generator, EMA generator, discriminator, their optimizers and one compiled train step.
+
+    `train_step(real_images, d_noise=None, g_noise=None)` runs one discriminator update, then
+    one generator update with fresh noise, then the EMA update, as the official trainer does.
+    Noise is drawn from `self.rng` (checkpointed) unless given.
+    """
+
+    def __init__(self, generator, discriminator, conf, ema_generator=None):
+        super().__init__(name='ladagan')
+        self.conf = conf
+        self.generator = generator
+        self.discriminator = discriminator
+        if ema_generator is None:
+            # The official code's EMA starts from a fresh random init (a clone_model quirk);
+            # ours starts as an exact copy of G.
+            ema_generator = model_lib.Generator.from_config(
+                {**generator.get_config(), 'name': 'ema_generator'})
+            for ema_weight, weight in zip(ema_generator.weights, generator.weights):
+                ema_weight.assign(weight)
+        self.ema_generator = ema_generator
+        self.g_optimizer = keras.optimizers.Adam(conf.g_lr, conf.g_beta1, conf.g_beta2,
+                                                 epsilon=1e-7)
+        self.d_optimizer = keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2,
+                                                 epsilon=1e-7)
+        self.g_optimizer.build(generator.trainable_variables)
+        self.d_optimizer.build(discriminator.trainable_variables)
+        self.g_loss_fn, self.d_loss_fn = utils.get_loss(conf.loss)
+        self.policy = conf.policy
+        diffaug.parse_policy(self.policy)  # fail now, not inside the trace
+        self.rng = tf.random.Generator.from_seed(conf.seed)
+        self.n_images = tf.Variable(0, dtype=tf.int64, trainable=False, name='n_images')
+        self._compiled_step = tf.function(self._step, jit_compile=conf.jit)
+
+    # ------------------------------------------------------------------ pieces of the step
+    def augment(self, images):
+        return diffaug.DiffAugment(images, self.policy, rng=self.rng)
+
+    def r1_penalty(self, real_images):
+        """D(real) logits and gp_weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2)."""
+        with tf.GradientTape() as r1_tape:
+            r1_tape.watch(real_images)
+            real_logits = self.discriminator(real_images, training=True)
+        grads = r1_tape.gradient(real_logits, real_images)          # (B, S, S, 3)
+        penalty = tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3])
+        return real_logits, self.conf.gp_weight * tf.reduce_mean(penalty)
+
+    def _draw_noise(self, noise, batch_size):
+        if noise is not None:
+            return tf.convert_to_tensor(noise, tf.float32)
+        return self.rng.normal([batch_size, self.conf.noise_dim])
+
+    def _step(self, real_images, d_noise=None, g_noise=None):
+        conf = self.conf
+        real_images = tf.convert_to_tensor(real_images, tf.float32)
+        batch_size = tf.shape(real_images)[0]
+        d_noise = self._draw_noise(d_noise, batch_size)
+        d_vars = self.discriminator.trainable_variables
+        g_vars = self.generator.trainable_variables
+
+        # --- discriminator step. Real and fake go through D as separate calls (as the official
+        # code), so each gets its own batch-norm statistics.
+        with tf.GradientTape() as d_tape:
+            fake_images = self.generator(d_noise, training=True)[0]
+            if conf.bcr:
+                # bCR: adversarial loss and R1 on clean images; consistency between D(x) and
+                # D(T(x)) with the augmented batch (real and fake together) stop-gradient.
+                fake_logits = self.discriminator(fake_images, training=True)
+                real_logits, gp = self.r1_penalty(real_images)
+                augmented = tf.stop_gradient(tf.concat(
+                    [self.augment(real_images), self.augment(fake_images)], axis=0))
+                augmented_logits = self.discriminator(augmented, training=True)
+                real_aug_logits, fake_aug_logits = tf.split(augmented_logits, 2, axis=0)
+                cr = conf.cr_weight * (mse(real_logits, real_aug_logits)
+                                       + mse(fake_logits, fake_aug_logits))
+            else:
+                fake_augmented = self.augment(fake_images)
+                real_augmented = self.augment(real_images)
+                fake_logits = self.discriminator(fake_augmented, training=True)
+                # R1 on the AUGMENTED reals, as the official code.
+                real_logits, gp = self.r1_penalty(real_augmented)
+                cr = tf.constant(0.0)
+            d_loss = self.d_loss_fn(real_logits, fake_logits)
+            d_total = d_loss + gp + cr
+        d_grads = d_tape.gradient(d_total, d_vars)
+        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+
+        # --- generator step with fresh noise.
+        g_noise = self._draw_noise(g_noise, batch_size)
+        with tf.GradientTape() as g_tape:
+            fake_images = self.generator(g_noise, training=True)[0]
+            if conf.bcr:
+                g_fake_logits = self.discriminator(fake_images, training=True)
+                g_real = real_images
+            else:
+                g_fake_logits = self.discriminator(self.augment(fake_images), training=True)
+                g_real = None if conf.loss != 'rahinge' else self.augment(real_images)
+            # Only the relativistic loss needs D(real) in the generator step.
+            g_real_logits = (self.discriminator(g_real, training=True)
+                             if conf.loss == 'rahinge' else None)
+            g_loss = self.g_loss_fn(g_real_logits, g_fake_logits)
+        g_grads = g_tape.gradient(g_loss, g_vars)
+        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+
+        # --- EMA over all generator weights, batch-norm statistics included.
+        decay = conf.ema_decay
+        for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
+            ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
+        self.n_images.assign_add(tf.cast(batch_size, tf.int64))
+        return {'d_loss': d_loss, 'gp': gp, 'g_loss': g_loss, 'd_total': d_total, 'cr': cr,
+                'real_logits_mean': tf.reduce_mean(real_logits),
+                'fake_logits_mean': tf.reduce_mean(fake_logits)}
+
+    def train_step(self, real_images, d_noise=None, g_noise=None):
+        """One D step, one G step, one EMA update; returns the step's metrics (tensors)."""
+        return self._compiled_step(real_images, d_noise, g_noise)
+
+    def checkpoint(self, **extra):
+        """A tf.train.Checkpoint in the official layout, plus our optimizer and RNG state."""
+        return tf.train.Checkpoint(
+            generator=self.generator, ema_generator=self.ema_generator,
+            discriminator=self.discriminator, g_optimizer=self.g_optimizer,
+            d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng, **extra)
+
+
+# ---------------------------------------------------------------------- run folder handling
+
+def resolve_config(args):
+    """The run's config: stored in --model_dir when resuming, else preset + --set + --seed.
+
+    On resume, a command-line value that differs from the stored one is an error."""
+    overrides = dict(config_lib.parse_override(item) for item in args.set)
+    if args.seed is not None:
+        overrides['seed'] = args.seed
+    preset = args.preset
+    if preset is None and args.file_pattern is None and not args.set:
+        preset = 'demo'
+    stored_path = os.path.join(args.model_dir, 'config.json')
+    if not os.path.exists(stored_path):
+        return config_lib.make_config(preset, **overrides), False
+    try:
+        with open(stored_path) as f:
+            stored = config_lib.config_from_dict(json.load(f))
+    except (OSError, ValueError) as err:
+        raise utils.UserError(f'{stored_path} is not a valid LadaGAN config ({err}); '
+                              'use a new --model_dir or repair the file') from None
+    asked = config_lib.make_config(args.preset, **overrides).to_dict() if args.preset else {}
+    asked.update(overrides)
+    for key, value in asked.items():
+        if stored[key] != value:
+            raise utils.UserError(
+                f'{args.model_dir} holds a run with {key}={stored[key]!r} but the command line '
+                f'asks for {value!r}: resume without --preset/--set, or use a new --model_dir')
+    return stored, True
+
+
+class RunLog:
+    """Metric history (metrics.jsonl, kept across resumes), TensorBoard and loss curves."""
+
+    def __init__(self, model_dir):
+        self.path = os.path.join(model_dir, 'metrics.jsonl')
+        self.history = {}
+        if os.path.exists(self.path):
+            with open(self.path) as f:
+                for line in f:
+                    try:
+                        record = json.loads(line)
+                    except ValueError:  # a line cut short by a crash
+                        continue
+                    self._add(record)
+        self.writer = tf.summary.create_file_writer(os.path.join(model_dir, 'log-dir'))
+
+    def _add(self, record):
+        n_images = record['n_images']
+        for key, value in record.items():
+            if key != 'n_images':
+                self.history.setdefault(key, []).append((n_images, value))
+
+    def log(self, n_images, **values):
+        record = {'n_images': int(n_images), **{k: float(v) for k, v in values.items()}}
+        self._add(record)
+        with open(self.path, 'a') as f:
+            f.write(json.dumps(record) + '\n')
+        with self.writer.as_default():
+            for key, value in values.items():
+                tf.summary.scalar(key, float(value), step=int(n_images))
+
+    def image(self, name, image_uint8, n_images):
+        with self.writer.as_default():
+            tf.summary.image(name, image_uint8[None], step=int(n_images))
+
+
+def train(conf, resumed, args):
+    model_dir = args.model_dir
+    os.makedirs(model_dir, exist_ok=True)
+    demo = args.file_pattern is None
+    file_pattern = utils.openmoji_dataset(conf.img_size) if demo else args.file_pattern
+    dataset = utils.make_train_dataset(file_pattern, conf.img_size, conf.batch_size,
+                                       center_crop=conf.center_crop, seed=conf.seed)
+    if not resumed:
+        with open(os.path.join(model_dir, 'config.json'), 'w') as f:
+            f.write(conf.to_json())
+    print(conf.to_json())
+
+    generator = model_lib.build_generator(conf)
+    discriminator = model_lib.build_discriminator(conf)
+    print(f'G: {model_lib.count_params(generator):,} parameters, '
+          f'D: {model_lib.count_params(discriminator):,}')
+    gan = LadaGAN(generator, discriminator, conf)
+    fid_var = tf.Variable(float('nan'), name='fid')
+    best_fid_var = tf.Variable(float('inf'), name='best_fid')
+    ckpt = gan.checkpoint(fid=fid_var, best_fid=best_fid_var)
+    latest_manager = tf.train.CheckpointManager(
+        ckpt, os.path.join(model_dir, 'training-checkpoints'), args.max_ckpt_to_keep)
+    best_manager = tf.train.CheckpointManager(
+        ckpt, os.path.join(model_dir, 'best-training-checkpoints'), 1)
+    if latest_manager.latest_checkpoint:
+        ckpt.restore(latest_manager.latest_checkpoint).assert_existing_objects_matched()
+        print(f'Resumed from {latest_manager.latest_checkpoint}: {int(gan.n_images):,} images '
+              f'seen, last FID {float(fid_var):.3f}, best FID {float(best_fid_var):.3f}')
+
+    total_iter = args.total_iter if args.total_iter is not None else (
+        DEMO_TOTAL_ITER if demo else 10 ** 10)
+    fid_inter = args.fid_inter if args.fid_inter is not None else (
+        DEMO_FID_INTER if demo else 5000)
+    ckpt_inter = args.ckpt_inter or fid_inter or 5000
+    eval_source = args.eval_dir or file_pattern
+    fid_evaluator = None
+
+    log = RunLog(model_dir)
+    sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
+        [64, conf.noise_dim]).astype(np.float32)
+    samples_dir = os.path.join(model_dir, 'samples')
+    os.makedirs(samples_dir, exist_ok=True)
+
+    stop = {'signal': None}
+
+    def request_stop(signum, frame):
+        stop['signal'] = signum
+
+    previous_handlers = {sig: signal.signal(sig, request_stop)
+                         for sig in (signal.SIGINT, signal.SIGTERM)}
+
+    def save_samples(n_images):
+        images, attn_maps = gan.ema_generator(sample_noise, training=False)
+        grid_path = os.path.join(samples_dir, f'grid_{n_images:010d}.png')
+        grid = utils.save_image_grid(images.numpy(), grid_path)
+        log.image('samples', grid, n_images)
+        utils.save_attention_maps(images.numpy()[:8], [a.numpy()[:8] for a in attn_maps],
+                                  os.path.join(samples_dir, f'attention_{n_images:010d}'),
+                                  plot_size=conf.plot_size)
+        utils.save_loss_curves(log.history, os.path.join(model_dir, 'loss_curves.png'))
+
+    def evaluate_and_save(n_images):
+        nonlocal fid_evaluator
+        fid = float('nan')
+        if fid_inter:
+            if fid_evaluator is None:
+                fid_evaluator = make_fid_evaluator(conf, eval_source, model_dir)
+            if fid_evaluator is not None:
+                fid = fid_evaluator(gan.ema_generator)
+                log.log(n_images, fid=fid)
+        fid_var.assign(fid)
+        improved = np.isfinite(fid) and fid < float(best_fid_var)
+        if improved:
+            best_fid_var.assign(fid)
+            best_manager.save(n_images)
+        latest_manager.save(n_images)
+        save_samples(n_images)
+        note = f'FID {fid:.3f}' + (' (best)' if improved else '') if np.isfinite(fid) else ''
+        tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
+
+    step = int(gan.n_images) // conf.batch_size
+    saved_step = step
+    batch = conf.batch_size
+    data_iter = iter(dataset)
+    bar = tqdm(total=total_iter * batch, initial=step * batch, unit='img', unit_scale=True,
+               dynamic_ncols=True, desc='train')
+    interval_start, interval_images = time.perf_counter(), 0
+    try:
+        while step < total_iter and stop['signal'] is None:
+            metrics = gan.train_step(next(data_iter))
+            step += 1
+            bar.update(batch)
+            interval_images += batch
+            n_images = step * batch
+            if step % args.metrics_inter == 0 or step == total_iter:
+                values = {k: float(v) for k, v in metrics.items()}
+                if not all(np.isfinite(v) for v in values.values()):
+                    raise utils.UserError(
+                        f'non-finite loss at step {step} ({n_images:,} images): {values}; the '
+                        f'last good checkpoint is {latest_manager.latest_checkpoint}')
+                images_per_sec = interval_images / (time.perf_counter() - interval_start)
+                log.log(n_images, images_per_sec=images_per_sec, **values)
+                bar.set_postfix(d=f'{values["d_loss"]:.3f}', g=f'{values["g_loss"]:.3f}',
+                                gp=f'{values["gp"]:.4f}')
+                interval_start, interval_images = time.perf_counter(), 0
+            if (fid_inter and step % fid_inter == 0) or step % ckpt_inter == 0:
+                evaluate_and_save(n_images)
+                saved_step = step
+                interval_start, interval_images = time.perf_counter(), 0
+        if stop['signal'] is not None:
+            tqdm.write(f'Stopping on signal {stop["signal"]}: saving a checkpoint')
+            latest_manager.save(step * batch)
+        elif step != saved_step:
+            evaluate_and_save(step * batch)
+    finally:
+        bar.close()
+        for sig, handler in previous_handlers.items():
+            signal.signal(sig, handler)
+    print(f'Done: {step * batch:,} images seen; run folder {model_dir}')
+    return gan
+
+
+def make_fid_evaluator(conf, eval_source, model_dir):
+    """A callable generator -> FID, or None (with one printed line) when FID cannot run."""
+    import fid as fid_lib
+    try:
+        evaluator = fid_lib.FIDEvaluator(
+            backbone=conf.fid_backbone, real_source=eval_source, img_size=conf.img_size,
+            n_real=conf.n_fid_real, n_gen=conf.n_fid_gen, batch_size=conf.fid_batch_size,
+            cache_dir=os.path.join(model_dir, 'fid-stats'))
+    except (utils.UserError, OSError, RuntimeError) as err:
+        tqdm.write(f'FID disabled: {err}')
+        return None
+
+    def evaluate(generator):
+        def sample(batch_size):
+            noise = tf.random.normal([batch_size, conf.noise_dim])
+            return generator(noise, training=False)[0].numpy()
+        return evaluator.evaluate(sample, gen_batch_size=conf.gen_batch_size)
+    return evaluate
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description='Train LadaGAN.', formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 1)[1])
+    parser.add_argument('--file_pattern', help='training images: a folder or a glob '
+                        '(default: the built-in OpenMoji demo set)')
+    parser.add_argument('--eval_dir', help='FID reference images (default: the training set)')
+    parser.add_argument('--model_dir', default=None,
+                        help='run folder; an existing run is resumed (default: runs/demo or '
+                             'runs/<preset>)')
+    parser.add_argument('--metrics_inter', type=int, default=100,
+                        help='log losses every this many iterations')
+    parser.add_argument('--fid_inter', type=int, default=None,
+                        help='evaluate FID and save checkpoints every this many iterations; '
+                             '0 turns FID off (default 5000, demo 1000)')
+    parser.add_argument('--ckpt_inter', type=int, default=None,
+                        help='save the latest checkpoint every this many iterations '
+                             '(default: fid_inter)')
+    parser.add_argument('--total_iter', type=int, default=None,
+                        help=f'stop after this many iterations (demo default {DEMO_TOTAL_ITER})')
+    parser.add_argument('--max_ckpt_to_keep', type=int, default=2,
+                        help='latest checkpoints to keep')
+    parser.add_argument('--preset', help='config preset: ' + ', '.join(config_lib.presets))
+    parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
+                        help='override a config key (repeatable), e.g. --set batch_size=64')
+    parser.add_argument('--seed', type=int, default=None, help='shortcut for --set seed=N')
+    parser.add_argument('--dry_run', action='store_true',
+                        help='print the resolved config and exit')
+    args = parser.parse_args(argv)
+    for name in ('metrics_inter', 'total_iter', 'max_ckpt_to_keep', 'ckpt_inter'):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f'--{name}={value} must be a positive integer')
+    if args.fid_inter is not None and args.fid_inter < 0:
+        parser.error(f'--fid_inter={args.fid_inter} must be 0 (off) or a positive integer')
+    if args.model_dir is None:
+        args.model_dir = os.path.join('runs', args.preset or ('demo' if args.file_pattern is None
+                                                              else 'default'))
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        conf, resumed = resolve_config(args)
+        if args.dry_run:
+            print(conf.to_json())
+            return 0
+        train(conf, resumed, args)
+    except (utils.UserError, config_lib.ConfigError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
