@@ -858,6 +858,161 @@ def load_official_checkpoint(path):
     return dict(config=conf, **models, **scalars)
 
 
+
+def _is_official_checkpoint(prefix):
+    import tensorflow as tf
+    keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    return any(key.startswith('ema_generator/init/layer_with_weights-0') for key in keys)
+
+
+def load_run_generator(model_dir, ckpt='best', ema=True):
+    """(config, generator) from a run folder of ours or an official model folder.
+
+    ckpt: 'best' (best FID; falls back to the latest when no FID was ever computed) or
+    'latest'. ema: the EMA generator (what the paper evaluates) or the raw one."""
+    import json
+
+    import tensorflow as tf
+
+    import config as config_lib
+    import model as model_lib
+
+    if ckpt not in ('best', 'latest'):
+        raise UserError(f'ckpt={ckpt!r} is not allowed: use best or latest')
+    model_dir = os.path.abspath(os.path.expanduser(str(model_dir)))
+    config_path = os.path.join(model_dir, 'config.json')
+    if not os.path.isfile(config_path):
+        raise UserError(f'{model_dir} is not a LadaGAN run folder: it has no config.json')
+    folders = {'best': 'best-training-checkpoints', 'latest': 'training-checkpoints'}
+    order = [ckpt] + [other for other in ('best', 'latest') if other != ckpt]
+    prefix = None
+    for which in order:
+        prefix = tf.train.latest_checkpoint(os.path.join(model_dir, folders[which]))
+        if prefix:
+            if which != ckpt:
+                print(f'No {ckpt} checkpoint in {model_dir}: using the {which} one')
+            break
+    if prefix is None:
+        raise UserError(f'{model_dir} holds no checkpoint (looked in '
+                        + ' and '.join(folders.values()) + ')')
+    name = 'ema_generator' if ema else 'generator'
+    if _is_official_checkpoint(prefix):
+        loaded = load_official_checkpoint(prefix)
+        return loaded['config'], loaded[name]
+    try:
+        with open(config_path) as f:
+            conf = config_lib.config_from_dict(json.load(f))
+    except (OSError, ValueError) as err:
+        raise UserError(f'{config_path} is not a valid LadaGAN config: {err}') from None
+    generator = model_lib.build_generator(conf, name=name)
+    status = tf.train.Checkpoint(**{name: generator}).restore(prefix)
+    status.expect_partial().assert_existing_objects_matched()
+    return conf, generator
+
+# ============================================================================
+# PRETRAINED CHECKPOINTS
+# ============================================================================
+
+# The authors' releases on the Hugging Face Hub: name -> images seen at the best FID, which
+# numbers the checkpoint files (<name>/best-training-checkpoints/ckpt-<N>.*).
+OFFICIAL_CHECKPOINT_STEPS = {'cifar10': 68096000, 'celeba_64': 72192000,
+                             'ffhq_128': 24064000, 'bedroom_128': 10624000}
+OFFICIAL_HUB_REPO = 'milmor/LadaGAN'
+
+
+def _official_checkpoint_files(name):
+    """Paths, relative to the model folder, of the files of one official release."""
+    prefix = f'best-training-checkpoints/ckpt-{OFFICIAL_CHECKPOINT_STEPS[name]}'
+    return ['config.json', 'best-training-checkpoints/checkpoint', prefix + '.index',
+            prefix + '.data-00000-of-00001']
+
+
+def _download_errors():
+    """Exception types meaning 'the download failed' (network, HTTP status, disk), not a bug."""
+    from huggingface_hub import errors as hub_errors
+
+    errors = [OSError, hub_errors.HfHubHTTPError]
+    for module_name, attribute in (('requests', 'RequestException'), ('httpx', 'HTTPError'),
+                                   ('httpx2', 'HTTPError')):
+        try:  # the hub client's HTTP library changed across versions
+            errors.append(getattr(__import__(module_name), attribute))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(errors)
+
+
+def _check_hub_reachable(endpoint, timeout_seconds=10):
+    """Raise OSError at once when the Hub's host cannot be reached, instead of waiting through
+    huggingface_hub's retries (about 25 s per file). Skipped behind a proxy, which may be the
+    only way out even when a direct connection fails."""
+    import socket
+    import urllib.parse
+    import urllib.request
+
+    proxies = urllib.request.getproxies()
+    if proxies.get('https') or proxies.get('all'):
+        return
+    url = urllib.parse.urlparse(endpoint)
+    port = url.port or (443 if url.scheme == 'https' else 80)
+    with socket.create_connection((url.hostname, port), timeout=timeout_seconds):
+        pass
+
+
+def download_official_checkpoint(name, dest_dir='.', repo_id=OFFICIAL_HUB_REPO):
+    """Download an official pretrained LadaGAN (cifar10, celeba_64, ffhq_128 or bedroom_128)
+    from the Hugging Face Hub into `<dest_dir>/<name>/` in the authors' layout (config.json +
+    best-training-checkpoints/), which load_official_checkpoint and load_run_generator read.
+    Returns that folder. A complete folder already there is returned without downloading.
+
+    Needs the optional package huggingface_hub. Files go to a hidden temporary folder first and
+    are moved into place only when all arrived, so a failed download leaves nothing behind.
+    Raises UserError for an unknown name, a missing huggingface_hub or a failed download."""
+    import shutil
+    import tempfile
+
+    if name not in OFFICIAL_CHECKPOINT_STEPS:
+        raise UserError(f'{name!r} is not an official LadaGAN checkpoint: use one of '
+                        + ', '.join(OFFICIAL_CHECKPOINT_STEPS))
+    dest_dir = os.path.expanduser(str(dest_dir))
+    folder = os.path.join(dest_dir, name)
+    files = _official_checkpoint_files(name)
+    if all(os.path.isfile(os.path.join(folder, file)) for file in files):
+        return folder
+    try:
+        import huggingface_hub
+    except ImportError:
+        raise UserError('Downloading official checkpoints needs huggingface_hub: install '
+                        "huggingface_hub ('pip install huggingface_hub'), or pass an "
+                        'already-downloaded official folder instead.') from None
+    from huggingface_hub import constants as hub_constants
+
+    download_errors = _download_errors()
+    created_dest_dir = not os.path.isdir(dest_dir)
+    staging = None
+    try:
+        _check_hub_reachable(hub_constants.ENDPOINT)
+        os.makedirs(dest_dir, exist_ok=True)
+        staging = tempfile.mkdtemp(prefix=f'.{name}.partial-', dir=dest_dir)
+        print(f'Downloading the official {name} checkpoint from {repo_id} into {folder}')
+        for file in files:
+            huggingface_hub.hf_hub_download(repo_id=repo_id, filename=f'{name}/{file}',
+                                            local_dir=staging)
+        for file in files:
+            os.makedirs(os.path.dirname(os.path.join(folder, file)), exist_ok=True)
+            os.replace(os.path.join(staging, name, file), os.path.join(folder, file))
+    except download_errors as err:
+        reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f'Downloading the official {name} checkpoint from the Hugging Face Hub '
+                        f'({repo_id}) failed ({reason}); check the internet connection, or pass '
+                        'an already-downloaded official folder (config.json + '
+                        'best-training-checkpoints/) instead.') from None
+    finally:
+        if staging is not None:
+            shutil.rmtree(staging, ignore_errors=True)
+        if created_dest_dir and os.path.isdir(dest_dir) and not os.listdir(dest_dir):
+            os.rmdir(dest_dir)
+    return folder
+
 # ============================================================================
 # LOSSES
 # ============================================================================
