@@ -58,6 +58,7 @@ config = {
     # --- execution (ours) ---
     'seed': 0,                    # seed of weights, noise, augmentation and data order
     'jit': True,                  # compile the train step with XLA
+    'precision': 'float32',       # 'float32', 'mixed_float16' (loss scaling) or 'mixed_bfloat16'
 }
 
 _G_BASE = dict(g_dim=[1024, 256, 64], g_heads=[4, 4, 4], g_mlp=[512, 512, 512], dec_dim=False)
@@ -91,6 +92,7 @@ LOSSES = ('nsl', 'hinge', 'rahinge')
 ATTENTIONS = ('lada', 'dot')
 POLICY_OPS = ('color', 'translation', 'cutout')
 FID_BACKBONES = ('standard', 'keras')
+PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 INITIALIZERS = ('orthogonal', 'glorot_uniform', 'glorot_normal', 'he_normal', 'he_uniform',
                 'lecun_normal', 'random_normal')
 
@@ -227,6 +229,8 @@ def validate(values):
     if v['fid_backbone'] not in FID_BACKBONES:
         fail(f'fid_backbone={v["fid_backbone"]!r} is not supported: use one of '
              + ', '.join(FID_BACKBONES))
+    if v['precision'] not in PRECISIONS:
+        fail(f'precision={v["precision"]!r} is not supported: use one of {", ".join(PRECISIONS)}')
     for key in ('g_initializer', 'd_initializer'):
         if v[key] not in INITIALIZERS:
             fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(INITIALIZERS)}')

@@ -11,6 +11,7 @@ official checkpoints map one to one (see utils.load_official_checkpoint).
 Print a parameter and multiply-accumulate table:  python model.py --preset cifar10
 """
 import argparse
+import contextlib
 import sys
 
 import keras
@@ -239,16 +240,32 @@ class Discriminator(keras.Model):
                 'attention': self.attention, 'name': self.name}
 
 
+@contextlib.contextmanager
+def dtype_policy(name):
+    """Build layers under a Keras dtype policy ('float32', 'mixed_float16', 'mixed_bfloat16')
+    without leaving it set globally; sublayers take the policy that is global when created."""
+    previous = keras.config.dtype_policy()
+    keras.config.set_dtype_policy(name)
+    try:
+        yield
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
 def build_generator(conf, name='generator'):
-    return Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
-                     mlp_dim=conf.g_mlp, initializer=conf.g_initializer, dec_dim=conf.dec_dim,
-                     attention=conf.attention, noise_dim=conf.noise_dim, name=name)
+    with dtype_policy(conf.precision):
+        return Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
+                         mlp_dim=conf.g_mlp, initializer=conf.g_initializer,
+                         dec_dim=conf.dec_dim, attention=conf.attention,
+                         noise_dim=conf.noise_dim, name=name)
 
 
 def build_discriminator(conf, name='discriminator'):
-    return Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim, out_dim=conf.d_out_dim,
-                         mlp_dim=conf.d_mlp, heads=conf.d_heads, initializer=conf.d_initializer,
-                         attention=conf.attention, name=name)
+    with dtype_policy(conf.precision):
+        return Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
+                             out_dim=conf.d_out_dim, mlp_dim=conf.d_mlp, heads=conf.d_heads,
+                             initializer=conf.d_initializer, attention=conf.attention,
+                             name=name)
 
 
 def count_params(model):

@@ -38,6 +38,46 @@ def mse(a, b):
     return tf.reduce_mean(tf.square(a - b))
 
 
+class DynamicLossScale(tf.Module):
+    """Dynamic loss scaling for float16: gradients are computed of loss * scale; a step whose
+    unscaled gradients are not all finite is skipped and halves the scale, and every
+    `growth_interval` finite steps double it. Disabled, the scale is a constant 1."""
+
+    def __init__(self, enabled, initial_scale=2.0 ** 15, growth_interval=2000, name=None):
+        super().__init__(name=name)
+        self.enabled = enabled
+        self.growth_interval = growth_interval
+        self.scale_var = tf.Variable(initial_scale if enabled else 1.0, trainable=False,
+                                     name='scale')
+        self.finite_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name='finite_steps')
+
+    @property
+    def scale(self):
+        return self.scale_var if self.enabled else tf.constant(1.0)
+
+    def apply(self, optimizer, scaled_grads, variables):
+        if not self.enabled:
+            optimizer.apply_gradients(zip(scaled_grads, variables))
+            return
+        grads = [tf.cast(g, tf.float32) / self.scale_var for g in scaled_grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def apply_and_maybe_grow():
+            optimizer.apply_gradients(zip(grads, variables))
+            grow = self.finite_steps + 1 >= self.growth_interval
+            self.scale_var.assign(tf.where(grow, self.scale_var * 2.0, self.scale_var))
+            self.finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64),
+                                              self.finite_steps + 1))
+            return tf.constant(True)
+
+        def skip_and_shrink():
+            self.scale_var.assign(tf.maximum(self.scale_var / 2.0, 1.0))
+            self.finite_steps.assign(0)
+            return tf.constant(False)
+
+        tf.cond(finite, apply_and_maybe_grow, skip_and_shrink)
+
+
 class LadaGAN(tf.Module):
     """Generator, EMA generator, discriminator, their optimizers and one compiled train step.
 
@@ -54,8 +94,7 @@ class LadaGAN(tf.Module):
         if ema_generator is None:
             # The official code's EMA starts from a fresh random init (a clone_model quirk);
             # ours starts as an exact copy of G.
-            ema_generator = model_lib.Generator.from_config(
-                {**generator.get_config(), 'name': 'ema_generator'})
+            ema_generator = model_lib.build_generator(conf, name='ema_generator')
             for ema_weight, weight in zip(ema_generator.weights, generator.weights):
                 ema_weight.assign(weight)
         self.ema_generator = ema_generator
@@ -63,6 +102,10 @@ class LadaGAN(tf.Module):
                                                  epsilon=1e-7)
         self.d_optimizer = keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2,
                                                  epsilon=1e-7)
+        # float16 gradients underflow without dynamic loss scaling (bfloat16 needs none).
+        self.loss_scaling = conf.precision == 'mixed_float16'
+        self.g_loss_scale = DynamicLossScale(enabled=self.loss_scaling, name='g_loss_scale')
+        self.d_loss_scale = DynamicLossScale(enabled=self.loss_scaling, name='d_loss_scale')
         self.g_optimizer.build(generator.trainable_variables)
         self.d_optimizer.build(discriminator.trainable_variables)
         self.g_loss_fn, self.d_loss_fn = utils.get_loss(conf.loss)
@@ -77,12 +120,17 @@ class LadaGAN(tf.Module):
         return diffaug.DiffAugment(images, self.policy, rng=self.rng)
 
     def r1_penalty(self, real_images):
-        """D(real) logits and gp_weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2)."""
+        """D(real) logits and gp_weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2).
+
+        Under float16 the input gradient is taken of the loss-scaled logits and unscaled in
+        float32: unscaled, the small per-pixel gradients underflow and R1 silently becomes 0."""
+        scale = self.d_loss_scale.scale
         with tf.GradientTape() as r1_tape:
             r1_tape.watch(real_images)
             real_logits = self.discriminator(real_images, training=True)
-        grads = r1_tape.gradient(real_logits, real_images)          # (B, S, S, 3)
-        penalty = tf.reduce_sum(tf.square(tf.cast(grads, tf.float32)), axis=[1, 2, 3])
+            scaled_logits = real_logits * scale
+        grads = tf.cast(r1_tape.gradient(scaled_logits, real_images), tf.float32) / scale
+        penalty = tf.reduce_sum(tf.square(grads), axis=[1, 2, 3])  # (B,)
         return real_logits, self.conf.gp_weight * tf.reduce_mean(penalty)
 
     def _draw_noise(self, noise, batch_size):
@@ -122,8 +170,9 @@ class LadaGAN(tf.Module):
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
-        d_grads = d_tape.gradient(d_total, d_vars)
-        self.d_optimizer.apply_gradients(zip(d_grads, d_vars))
+            scaled_d_total = d_total * self.d_loss_scale.scale
+        d_grads = d_tape.gradient(scaled_d_total, d_vars)
+        self.d_loss_scale.apply(self.d_optimizer, d_grads, d_vars)
 
         # --- generator step with fresh noise.
         g_noise = self._draw_noise(g_noise, batch_size)
@@ -139,8 +188,9 @@ class LadaGAN(tf.Module):
             g_real_logits = (self.discriminator(g_real, training=True)
                              if conf.loss == 'rahinge' else None)
             g_loss = self.g_loss_fn(g_real_logits, g_fake_logits)
-        g_grads = g_tape.gradient(g_loss, g_vars)
-        self.g_optimizer.apply_gradients(zip(g_grads, g_vars))
+            scaled_g_loss = g_loss * self.g_loss_scale.scale
+        g_grads = g_tape.gradient(scaled_g_loss, g_vars)
+        self.g_loss_scale.apply(self.g_optimizer, g_grads, g_vars)
 
         # --- EMA over all generator weights, batch-norm statistics included.
         decay = conf.ema_decay
@@ -160,7 +210,8 @@ class LadaGAN(tf.Module):
         return tf.train.Checkpoint(
             generator=self.generator, ema_generator=self.ema_generator,
             discriminator=self.discriminator, g_optimizer=self.g_optimizer,
-            d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng, **extra)
+            d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng,
+            g_loss_scale=self.g_loss_scale, d_loss_scale=self.d_loss_scale, **extra)
 
 
 # ---------------------------------------------------------------------- run folder handling

@@ -21,6 +21,7 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 
 def test_one_step_matches_the_official_step(name):
     loaded = utils.load_official_checkpoint(os.path.join(FIXTURES, name))
     expected = np.load(os.path.join(FIXTURES, name, 'expected.npz'))
+    no_xla = np.load(os.path.join(FIXTURES, '..', 'official_noxla', 'step_noxla.npz'))
     conf = loaded['config'].replace(policy='', bcr=False, batch_size=4)
     gan = train.LadaGAN(loaded['generator'], loaded['discriminator'], conf,
                         ema_generator=loaded['ema_generator'])
@@ -29,12 +30,18 @@ def test_one_step_matches_the_official_step(name):
     for key in ('d_loss', 'gp', 'g_loss'):
         np.testing.assert_allclose(metrics[key], expected[f'step_{key}'], rtol=1e-4)
     noise = expected['noise']
-    np.testing.assert_allclose(gan.ema_generator(noise)[0], expected['step_ema_images_after'],
-                               atol=1e-3)
-    np.testing.assert_allclose(gan.discriminator(expected['real']),
-                               expected['step_d_logits_after'], atol=1e-3)
-    np.testing.assert_allclose(gan.generator(noise)[0], expected['step_g_images_after'],
-                               atol=1e-3)
+    after = {'ema_images': gan.ema_generator(noise)[0], 'g_images': gan.generator(noise)[0],
+             'd_logits': gan.discriminator(expected['real'])}
+    # The official record was made under XLA, whose float32 rounding flips one tiny64 LeakyReLU
+    # pre-activation (see tests/fixtures/official_noxla/README.md): the official step itself then
+    # moves G's images by 0.03. Against the official step run without XLA we match tightly.
+    for key, value in after.items():
+        np.testing.assert_allclose(value, no_xla[f'{name}_step_{key}_after'], atol=1e-4)
+    np.testing.assert_allclose(metrics['g_loss'], no_xla[f'{name}_step_g_loss'], rtol=1e-5)
+    np.testing.assert_allclose(after['ema_images'], expected['step_ema_images_after'], atol=1e-3)
+    np.testing.assert_allclose(after['d_logits'], expected['step_d_logits_after'], atol=1e-3)
+    g_error = np.abs(after['g_images'] - expected['step_g_images_after'])
+    assert g_error.mean() < 1e-3 and (name == 'tiny64' or g_error.max() < 1e-3)
     assert int(gan.n_images) == 4
 
 
