@@ -1,0 +1,268 @@
+"""Generate images with a trained LadaGAN: one PNG per seed, a grid, an interpolation GIF and
+the attention maps of every generator stage and head.
+
+Each seed is its own image: its noise is np.random.RandomState(seed).randn(noise_dim), so a seed
+gives the same picture on every run and in any batch. The EMA generator of the best-FID
+checkpoint is used unless --no_ema / --ckpt latest say otherwise. --model_dir takes a run folder
+of ours or an official model folder (config.json + best-training-checkpoints/).
+
+    # 64 images from a run of ours: out/cifar10/seed0000.png ... seed0063.png
+    python generate.py --model_dir runs/cifar10 --outdir out/cifar10 --seeds 0-63
+
+    # the authors' FFHQ 128 model (downloaded once from the Hugging Face Hub): one 4x4 grid only
+    python generate.py --pretrained ffhq_128 --outdir out/ffhq --seeds 0-15 --grid_only
+
+    # 50,000 images for FID (seeds 0..49999), batched by the config's gen_batch_size
+    python generate.py --model_dir runs/cifar10 --outdir out/cifar10_50k --num 50000
+
+    # a looping GIF through 4 seeds, 24 frames from each to the next: out/celeba/interpolation.gif
+    python generate.py --pretrained celeba_64 --outdir out/celeba --seeds 10,20,30,40 --interpolate 4 --frames 24
+
+    # attention maps per stage and head beside the images (first 8 seeds)
+    python generate.py --model_dir runs/demo --outdir out/demo --seeds 0-7 --grid --attn_maps
+
+    # an already-downloaded official folder, raw (non-EMA) generator, latest checkpoint
+    python generate.py --model_dir ffhq_128 --outdir out/ffhq_raw --seeds 0-3,10,20-22 --no_ema --ckpt latest
+"""
+import argparse
+import os
+import re
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
+from tqdm import tqdm  # noqa: E402
+
+import config as config_lib  # noqa: E402
+import utils  # noqa: E402
+
+DEFAULT_SEEDS = '0-63'
+DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'ladagan', 'pretrained')
+MAX_SEED = 2 ** 32 - 1  # the range np.random.RandomState accepts
+GIF_FRAME_MS = 50  # 20 frames per second
+ATTENTION_IMAGES = 8  # rows of the attention-map figures (as the training samples)
+
+_SEED_ITEM = re.compile(r'^(\d+)(?:-(\d+))?$')
+
+
+def parse_seeds(text):
+    """'0-3,10,20-22' -> [0, 1, 2, 3, 10, 20, 21, 22]; ranges include both ends; order kept."""
+    seeds = []
+    for item in str(text).split(','):
+        match = _SEED_ITEM.match(item.strip())
+        if match is None:
+            raise utils.UserError(
+                f'--seeds {text!r} is not valid: use non-negative integers and ranges such as '
+                '0-63 or 0-3,10,20-22')
+        start = int(match.group(1))
+        end = int(match.group(2)) if match.group(2) is not None else start
+        if end < start:
+            raise utils.UserError(f'--seeds {text!r} has the range {item.strip()} whose end is '
+                                  'below its start: write ranges as START-END with START <= END')
+        if end > MAX_SEED:
+            raise utils.UserError(f'--seeds {text!r} goes above the largest seed {MAX_SEED}')
+        seeds.extend(range(start, end + 1))
+    return seeds
+
+
+def seed_noise(seeds, noise_dim):
+    """(len(seeds), noise_dim) float32: row i from its own RNG, RandomState(seeds[i])."""
+    noise = np.empty((len(seeds), noise_dim), np.float32)
+    for row, seed in enumerate(seeds):
+        noise[row] = np.random.RandomState(seed).randn(noise_dim)
+    return noise
+
+
+def slerp(start, end, fractions):
+    """Spherical interpolation from vector `start` (D,) to `end` (D,) at each fraction (T,) in
+    [0, 1] -> (T, D). Gaussian noise lives near a sphere; a straight line would pass through
+    its low-norm interior, which the generator rarely saw in training."""
+    fractions = np.asarray(fractions, np.float64)[:, None]  # (T, 1)
+    start, end = np.asarray(start, np.float64), np.asarray(end, np.float64)
+    cos_angle = np.dot(start, end) / (np.linalg.norm(start) * np.linalg.norm(end))
+    angle = np.arccos(np.clip(cos_angle, -1.0, 1.0))
+    if np.sin(angle) < 1e-6:  # (nearly) parallel: the straight line is the arc
+        return ((1 - fractions) * start + fractions * end).astype(np.float32)
+    return ((np.sin((1 - fractions) * angle) * start + np.sin(fractions * angle) * end)
+            / np.sin(angle)).astype(np.float32)
+
+
+def interpolation_noise(key_noise, frames_per_segment):
+    """(K, D) key noise -> (K * frames_per_segment, D): slerp from each key to the next and from
+    the last back to the first, so the GIF loops without a jump; each segment starts on its key."""
+    fractions = np.arange(frames_per_segment) / frames_per_segment
+    segments = [slerp(key_noise[index], key_noise[(index + 1) % len(key_noise)], fractions)
+                for index in range(len(key_noise))]
+    return np.concatenate(segments, axis=0)
+
+
+def generate_batches(generator, noise, batch_size, desc):
+    """Yield (images (B, S, S, 3) float32 in [-1, 1], [attention maps (B, heads, tokens)]) for
+    consecutive batches of `noise`, with a progress bar counting images."""
+    import tensorflow as tf
+
+    with tqdm(total=len(noise), unit='img', desc=desc, dynamic_ncols=True) as bar:
+        for start in range(0, len(noise), batch_size):
+            batch = tf.constant(noise[start:start + batch_size])
+            images, attn_maps = generator(batch, training=False)
+            bar.update(int(batch.shape[0]))
+            yield images.numpy(), [maps.numpy() for maps in attn_maps]
+
+
+def save_gif(frames_uint8, path, frame_ms=GIF_FRAME_MS):
+    """(T, S, S, 3) uint8 -> a looping GIF. Pillow merges consecutive identical frames."""
+    frames = [Image.fromarray(frame) for frame in frames_uint8]
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=frame_ms, loop=0)
+    return path
+
+
+def load_generator(args):
+    """(config, generator, model folder) from --model_dir or --pretrained."""
+    model_dir = args.model_dir
+    if args.pretrained:
+        model_dir = utils.download_official_checkpoint(args.pretrained, dest_dir=args.cache_dir)
+    conf, generator = utils.load_run_generator(model_dir, ckpt=args.ckpt, ema=not args.no_ema)
+    return conf, generator, model_dir
+
+
+def run(args, seeds):
+    conf, generator, model_dir = load_generator(args)
+    print(f'{"Raw" if args.no_ema else "EMA"} generator of {model_dir}: '
+          f'{conf.img_size}x{conf.img_size} px')
+    outdir = args.outdir
+    os.makedirs(outdir, exist_ok=True)
+    batch_size = conf.gen_batch_size
+    written = []
+
+    keep_for_grid = args.grid or args.grid_only
+    grid_images = []  # uint8 (S, S, 3), only when a grid is asked for
+    attn_images, attn_maps = [], []  # the first ATTENTION_IMAGES images and their maps
+    noise = seed_noise(seeds, conf.noise_dim)
+    start = 0
+    for images, maps in generate_batches(generator, noise, batch_size, 'generate'):
+        images_uint8 = utils.to_uint8(images)  # the training samples' quantisation
+        if not args.grid_only:
+            for image, seed in zip(images_uint8, seeds[start:start + len(images)]):
+                Image.fromarray(image).save(os.path.join(outdir, f'seed{seed:04d}.png'))
+        if keep_for_grid:
+            grid_images.extend(images_uint8)
+        if args.attn_maps and len(attn_images) < ATTENTION_IMAGES:
+            take = ATTENTION_IMAGES - len(attn_images)
+            attn_images.extend(images[:take])
+            attn_maps.append([stage_maps[:take] for stage_maps in maps])
+        start += len(images)
+    if not args.grid_only:
+        names = [f'seed{seed:04d}.png' for seed in (seeds[0], seeds[-1])]
+        written.append(names[0] if len(seeds) == 1 else f'{len(seeds)} images {names[0]} .. '
+                       + names[1])
+    if keep_for_grid:
+        utils.save_image_grid(np.stack(grid_images), os.path.join(outdir, 'grid.png'))
+        written.append('grid.png')
+    if args.attn_maps:
+        # (B, heads, tokens) per stage, batches joined
+        stage_maps = [np.concatenate(per_stage, axis=0) for per_stage in zip(*attn_maps)]
+        paths = utils.save_attention_maps(np.stack(attn_images), stage_maps, outdir + os.sep,
+                                          heads=conf.g_heads, plot_size=conf.plot_size,
+                                          max_images=ATTENTION_IMAGES)
+        written.extend(os.path.basename(path) for path in paths)
+
+    if args.interpolate:
+        key_noise = noise[:args.interpolate]
+        path_noise = interpolation_noise(key_noise, args.frames)
+        frames = [utils.to_uint8(images) for images, _ in
+                  generate_batches(generator, path_noise, batch_size, 'interpolate')]
+        save_gif(np.concatenate(frames, axis=0), os.path.join(outdir, 'interpolation.gif'))
+        written.append(f'interpolation.gif ({len(path_noise)} frames through seeds '
+                       + ','.join(map(str, seeds[:args.interpolate])) + ')')
+    print(f'Wrote to {outdir}: ' + ', '.join(written))
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Usage mistakes print one line and exit with code 2 (argparse would print usage first)."""
+
+    def error(self, message):
+        self.exit(2, f'error: {message}\n')
+
+
+def parse_args(argv=None):
+    parser = _OneLineErrorParser(
+        description='Generate images with a trained LadaGAN.',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split('\n\n', 2)[2])
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument('--model_dir', help='run folder of ours, or an official model folder')
+    source.add_argument('--pretrained', choices=list(utils.OFFICIAL_CHECKPOINT_STEPS),
+                        help='download this official model from the Hugging Face Hub (once) '
+                             'and use it')
+    parser.add_argument('--cache_dir', default=DEFAULT_CACHE_DIR,
+                        help='where --pretrained models are kept (default: %(default)s)')
+    parser.add_argument('--outdir', required=True, help='output folder (created if needed)')
+    parser.add_argument('--seeds', help='seeds as ranges and lists, e.g. 0-63 or 0-3,10,20-22 '
+                                        f'(default {DEFAULT_SEEDS})')
+    parser.add_argument('--num', type=int, help='generate N images with seeds 0..N-1')
+    parser.add_argument('--grid', action='store_true', help='also save all images as grid.png')
+    parser.add_argument('--grid_only', action='store_true',
+                        help='save grid.png instead of one PNG per seed')
+    parser.add_argument('--interpolate', type=int, metavar='K',
+                        help='also save interpolation.gif: slerp through the first K seeds and '
+                             'back to the first')
+    parser.add_argument('--frames', type=int, default=16,
+                        help='GIF frames from one seed to the next (default %(default)s)')
+    parser.add_argument('--attn_maps', action='store_true',
+                        help='also save the attention maps of each stage and head (first '
+                             f'{ATTENTION_IMAGES} seeds)')
+    parser.add_argument('--no_ema', action='store_true',
+                        help='use the raw generator instead of its EMA')
+    parser.add_argument('--ckpt', choices=('best', 'latest'), default='best',
+                        help='best-FID or latest checkpoint (default %(default)s; best falls '
+                             'back to latest when no FID was computed)')
+    return parser.parse_args(argv)
+
+
+def resolve_seeds(args):
+    """The seed list asked for, or UserError; checks every option before anything is loaded."""
+    if args.seeds is not None and args.num is not None:
+        raise utils.UserError('--seeds and --num both choose the seeds: give only one')
+    if args.num is not None and args.num < 1:
+        raise utils.UserError(f'--num {args.num} is not allowed: it must be a positive integer')
+    if args.interpolate is not None and args.interpolate < 2:
+        raise utils.UserError(f'--interpolate {args.interpolate} is not allowed: it needs at '
+                              'least 2 seeds to move between')
+    if args.frames < 1:
+        raise utils.UserError(f'--frames {args.frames} is not allowed: it must be a positive '
+                              'integer')
+    if args.grid and args.grid_only:
+        raise utils.UserError('--grid and --grid_only both choose the grid: give only one')
+    if args.num is not None:
+        seeds = list(range(args.num))
+    elif args.seeds is not None:
+        seeds = parse_seeds(args.seeds)
+    elif args.interpolate:
+        seeds = list(range(args.interpolate))
+    else:
+        seeds = parse_seeds(DEFAULT_SEEDS)
+    if args.interpolate and len(seeds) < args.interpolate:
+        raise utils.UserError(f'--interpolate {args.interpolate} needs at least '
+                              f'{args.interpolate} seeds but only {len(seeds)} were given')
+    if args.model_dir is not None and not os.path.isdir(os.path.expanduser(args.model_dir)):
+        raise utils.UserError(f'--model_dir {args.model_dir} does not exist: give a run folder '
+                              'or an official model folder (config.json + '
+                              'best-training-checkpoints/)')
+    return seeds
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        seeds = resolve_seeds(args)
+        run(args, seeds)
+    except (utils.UserError, config_lib.ConfigError) as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""generate.py (seeds, grid, interpolation GIF, attention maps, errors) and
+utils.download_official_checkpoint (without network: the hub client is faked)."""
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+import types
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import generate
+import utils
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+OFFICIAL_TINY32 = os.path.join(REPO_ROOT, 'tests', 'fixtures', 'official', 'tiny32')
+PADDING = 2  # utils.save_image_grid's grey border between tiles
+
+
+@pytest.fixture(scope='session')
+def our_run(tmp_path_factory):
+    """A run folder of ours (tiny preset) with a best and a different latest checkpoint.
+
+    Written with train.LadaGAN.checkpoint() and the run layout of train.train, but without
+    train steps: tracing one costs ~40 s on a shared 2-core CPU. The raw generator is then
+    nudged so that it differs from its EMA, as after training."""
+    import tensorflow as tf
+
+    import config as config_lib
+    import model as model_lib
+    import train
+
+    run_dir = tmp_path_factory.mktemp('our_run')
+    conf = config_lib.make_config('tiny')
+    with open(run_dir / 'config.json', 'w') as f:
+        f.write(conf.to_json())
+    gan = train.LadaGAN(model_lib.build_generator(conf), model_lib.build_discriminator(conf),
+                        conf)
+    ckpt = gan.checkpoint(fid=tf.Variable(1.0), best_fid=tf.Variable(1.0))
+    rng = np.random.default_rng(0)
+    for folder, n_images in (('best-training-checkpoints', 16), ('training-checkpoints', 32)):
+        for weight in gan.generator.trainable_weights + gan.ema_generator.trainable_weights:
+            weight.assign(weight + 0.05 * rng.standard_normal(weight.shape).astype('float32'))
+        tf.train.CheckpointManager(ckpt, str(run_dir / folder), 1).save(n_images)
+    return str(run_dir)
+
+
+def run_generate(*argv):
+    assert generate.main([str(arg) for arg in argv]) == 0
+
+
+def read_png(path):
+    return np.asarray(Image.open(path).convert('RGB'))
+
+
+# ---------------------------------------------------------------- seeds and noise
+
+def test_parse_seeds_ranges_and_lists():
+    assert generate.parse_seeds('0-3,10,20-22') == [0, 1, 2, 3, 10, 20, 21, 22]
+    assert generate.parse_seeds('7') == [7]
+    assert generate.parse_seeds(' 5 , 2-2') == [5, 2]
+
+
+@pytest.mark.parametrize('text', ['5-2', 'a-b', '', '1,,2', '-1', '0-3-5', '1.5',
+                                  str(2 ** 32)])
+def test_parse_seeds_rejects_bad_syntax(text):
+    with pytest.raises(utils.UserError, match='--seeds'):
+        generate.parse_seeds(text)
+
+
+def test_seed_noise_is_one_rng_per_seed():
+    noise = generate.seed_noise([4, 9], 16)
+    assert noise.dtype == np.float32
+    np.testing.assert_array_equal(noise[1], np.random.RandomState(9).randn(16).astype('float32'))
+    np.testing.assert_array_equal(generate.seed_noise([9], 16)[0], noise[1])
+
+
+def test_slerp_endpoints_and_loop():
+    key_noise = generate.seed_noise([0, 1, 2], 32)
+    path = generate.interpolation_noise(key_noise, 4)
+    assert path.shape == (12, 32)
+    np.testing.assert_allclose(path[[0, 4, 8]], key_noise, atol=1e-5)
+    np.testing.assert_allclose(generate.slerp(key_noise[0], key_noise[1], [1.0])[0],
+                               key_noise[1], atol=1e-5)
+    # Halfway along the arc between two unit vectors stays on the unit sphere.
+    start, end = np.eye(2)
+    assert np.linalg.norm(generate.slerp(start, end, [0.5])[0]) == pytest.approx(1.0)
+
+
+# ---------------------------------------------------------------- images
+
+@pytest.mark.parametrize('model', ['official', 'ours'])
+def test_same_seed_same_pixels_across_runs_and_batches(model, our_run, tmp_path):
+    model_dir = OFFICIAL_TINY32 if model == 'official' else our_run
+    run_generate('--model_dir', model_dir, '--outdir', tmp_path / 'a', '--seeds', '0-5')
+    run_generate('--model_dir', model_dir, '--outdir', tmp_path / 'b', '--seeds', '5,3')
+    assert sorted(os.listdir(tmp_path / 'b')) == ['seed0003.png', 'seed0005.png']
+    for name in ('seed0003.png', 'seed0005.png'):
+        image = read_png(tmp_path / 'a' / name)
+        assert image.shape == (32, 32, 3)
+        np.testing.assert_array_equal(image, read_png(tmp_path / 'b' / name))
+    assert not np.array_equal(read_png(tmp_path / 'a' / 'seed0003.png'),
+                              read_png(tmp_path / 'a' / 'seed0005.png'))
+
+
+def test_images_use_the_training_quantisation(tmp_path):
+    conf, generator = utils.load_run_generator(OFFICIAL_TINY32)
+    images, _ = generator(generate.seed_noise([2], conf.noise_dim), training=False)
+    run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--seeds', '2')
+    np.testing.assert_array_equal(read_png(tmp_path / 'seed0002.png'),
+                                  utils.to_uint8(images.numpy())[0])
+
+
+@pytest.mark.parametrize('model', ['official', 'ours'])
+def test_ema_is_the_default_and_differs_from_raw(model, our_run, tmp_path):
+    model_dir = OFFICIAL_TINY32 if model == 'official' else our_run
+    run_generate('--model_dir', model_dir, '--outdir', tmp_path / 'ema', '--seeds', '1')
+    run_generate('--model_dir', model_dir, '--outdir', tmp_path / 'raw', '--seeds', '1',
+                 '--no_ema')
+    assert not np.array_equal(read_png(tmp_path / 'ema' / 'seed0001.png'),
+                              read_png(tmp_path / 'raw' / 'seed0001.png'))
+
+
+def test_best_and_latest_checkpoints(our_run, tmp_path):
+    run_generate('--model_dir', our_run, '--outdir', tmp_path / 'best', '--seeds', '1')
+    run_generate('--model_dir', our_run, '--outdir', tmp_path / 'latest', '--seeds', '1',
+                 '--ckpt', 'latest')
+    assert not np.array_equal(read_png(tmp_path / 'best' / 'seed0001.png'),
+                              read_png(tmp_path / 'latest' / 'seed0001.png'))
+
+
+def test_grid_only_writes_one_png_of_the_right_size(tmp_path):
+    run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--num', '6',
+                 '--grid_only')
+    assert os.listdir(tmp_path) == ['grid.png']
+    side = 32 + PADDING
+    # 6 images: ceil(sqrt(6)) = 3 per row, 2 rows
+    assert Image.open(tmp_path / 'grid.png').size == (3 * side + PADDING, 2 * side + PADDING)
+
+
+def test_grid_also_keeps_the_single_images(tmp_path):
+    run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--num', '4', '--grid')
+    assert sorted(os.listdir(tmp_path)) == ['grid.png'] + [f'seed000{i}.png' for i in range(4)]
+
+
+def test_interpolation_gif_has_frames_per_segment_for_each_seed(tmp_path):
+    run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--seeds', '3,8,13',
+                 '--interpolate', '3', '--frames', '5')
+    with Image.open(tmp_path / 'interpolation.gif') as gif:
+        assert gif.n_frames == 3 * 5
+        assert gif.size == (32, 32)
+        assert gif.info.get('loop') == 0
+
+
+def test_attention_maps_one_png_per_stage(our_run, tmp_path):
+    run_generate('--model_dir', our_run, '--outdir', tmp_path, '--seeds', '0-2', '--attn_maps')
+    attention = sorted(name for name in os.listdir(tmp_path) if name.startswith('attention'))
+    assert attention == ['attention_stage0_8x8.png', 'attention_stage1_16x16.png',
+                         'attention_stage2_32x32.png']
+
+
+def test_pretrained_downloads_into_the_cache_dir(monkeypatch, tmp_path):
+    calls = []
+
+    def fake_download(name, dest_dir='.', repo_id=utils.OFFICIAL_HUB_REPO):
+        calls.append((name, dest_dir))
+        return OFFICIAL_TINY32
+
+    monkeypatch.setattr(utils, 'download_official_checkpoint', fake_download)
+    run_generate('--pretrained', 'cifar10', '--cache_dir', tmp_path / 'cache',
+                 '--outdir', tmp_path / 'out', '--seeds', '0')
+    assert calls == [('cifar10', str(tmp_path / 'cache'))]
+    assert os.listdir(tmp_path / 'out') == ['seed0000.png']
+
+
+# ---------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize('extra', [
+    ['--seeds', '5-2'], ['--seeds', 'a-b'], ['--interpolate', '1'], ['--num', '0'],
+    ['--frames', '0', '--interpolate', '2'], ['--seeds', '0-3', '--num', '4'],
+    ['--seeds', '0-2', '--interpolate', '5'], ['--grid', '--grid_only'],
+    ['--ckpt', 'first'], ['--num', 'ten'],
+])
+def test_bad_input_one_line_exit_2_nothing_written(extra, capsys, tmp_path):
+    outdir = tmp_path / 'out'
+    argv = ['--model_dir', OFFICIAL_TINY32, '--outdir', str(outdir)] + extra
+    try:
+        code = generate.main(argv)
+    except SystemExit as exit_:  # argparse's own checks
+        code = exit_.code
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert stderr.startswith('error: ') and stderr.count('\n') == 1, stderr
+    assert not outdir.exists()
+
+
+@pytest.mark.parametrize('source', [['--model_dir', 'no/such/folder'], ['--model_dir', 'EMPTY'],
+                                    ['--pretrained', 'mnist'], []])
+def test_bad_model_source_one_line_exit_2(source, capsys, tmp_path):
+    source = [str(tmp_path) if arg == 'EMPTY' else arg for arg in source]
+    outdir = tmp_path / 'out'
+    try:
+        code = generate.main(source + ['--outdir', str(outdir)])
+    except SystemExit as exit_:
+        code = exit_.code
+    stderr = capsys.readouterr().err
+    assert code == 2
+    assert stderr.startswith('error: ') and stderr.count('\n') == 1, stderr
+    assert not outdir.exists()
+
+
+def test_bad_seeds_from_the_command_line(tmp_path):
+    result = subprocess.run(
+        [sys.executable, 'generate.py', '--model_dir', OFFICIAL_TINY32, '--outdir',
+         str(tmp_path / 'out'), '--seeds', '5-2'],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: --seeds '5-2' has the range 5-2 whose end is below its start: write ranges "
+        'as START-END with START <= END']
+    assert not (tmp_path / 'out').exists()
+
+
+# ---------------------------------------------------------------- download_official_checkpoint
+
+def fake_hub(monkeypatch, hf_hub_download):
+    """Install a stand-in `huggingface_hub` module (the real one is optional) whose
+    hf_hub_download is the given function; skip the reachability probe."""
+    hub = types.ModuleType('huggingface_hub')
+    hub.hf_hub_download = hf_hub_download
+    hub.constants = types.SimpleNamespace(ENDPOINT='https://huggingface.co')
+    hub.errors = types.SimpleNamespace(HfHubHTTPError=type('HfHubHTTPError', (OSError,), {}))
+    monkeypatch.setitem(sys.modules, 'huggingface_hub', hub)
+    monkeypatch.setitem(sys.modules, 'huggingface_hub.constants', hub.constants)
+    monkeypatch.setitem(sys.modules, 'huggingface_hub.errors', hub.errors)
+    monkeypatch.setattr(utils, '_check_hub_reachable', lambda endpoint: None)
+
+
+def test_download_unknown_name(tmp_path):
+    with pytest.raises(utils.UserError) as error:
+        utils.download_official_checkpoint('cifar100', dest_dir=tmp_path / 'dl')
+    assert 'cifar10, celeba_64, ffhq_128, bedroom_128' in str(error.value)
+    assert not (tmp_path / 'dl').exists()
+
+
+def test_download_without_network_is_one_clear_sentence(monkeypatch, tmp_path):
+    def offline(repo_id, filename, local_dir):
+        os.makedirs(os.path.join(local_dir, '.cache'), exist_ok=True)  # as the real client
+        raise ConnectionError('[Errno -2] Name or service not known\nmore detail')
+
+    fake_hub(monkeypatch, offline)
+    with pytest.raises(utils.UserError) as error:
+        utils.download_official_checkpoint('ffhq_128', dest_dir=tmp_path / 'dl')
+    message = str(error.value)
+    assert 'ffhq_128' in message and 'failed' in message and 'already-downloaded' in message
+    assert '\n' not in message and message.count('. ') == 0
+    assert not (tmp_path / 'dl').exists()  # no partial download left behind
+
+
+def test_download_without_huggingface_hub(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # import fails
+    with pytest.raises(utils.UserError, match='install huggingface_hub'):
+        utils.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+
+
+def test_download_writes_the_official_layout(monkeypatch, tmp_path):
+    """Files land in <dest>/<name>/ as on the Hub, and load_run_generator reads the folder."""
+    steps = utils.OFFICIAL_CHECKPOINT_STEPS['cifar10']
+    fixture_prefix = os.path.join(OFFICIAL_TINY32, 'best-training-checkpoints', 'ckpt-16')
+    requested = []
+
+    def from_fixture(repo_id, filename, local_dir):
+        requested.append((repo_id, filename))
+        target = os.path.join(local_dir, filename)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        base = os.path.basename(filename)
+        if base == 'config.json':
+            shutil.copy(os.path.join(OFFICIAL_TINY32, 'config.json'), target)
+        elif base == 'checkpoint':
+            with open(target, 'w') as f:
+                f.write(f'model_checkpoint_path: "ckpt-{steps}"\n')
+        else:
+            shutil.copy(fixture_prefix + base[len(f'ckpt-{steps}'):], target)
+        return target
+
+    fake_hub(monkeypatch, from_fixture)
+    folder = utils.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+    assert folder == os.path.join(str(tmp_path), 'cifar10')
+    assert requested == [('milmor/LadaGAN', f'cifar10/{name}') for name in (
+        'config.json', 'best-training-checkpoints/checkpoint',
+        f'best-training-checkpoints/ckpt-{steps}.index',
+        f'best-training-checkpoints/ckpt-{steps}.data-00000-of-00001')]
+    assert os.listdir(tmp_path) == ['cifar10']  # the temporary folder is gone
+    conf, generator = utils.load_run_generator(folder)
+    assert conf.img_size == 32
+    # A complete folder is reused without asking the Hub again.
+    assert utils.download_official_checkpoint('cifar10', dest_dir=tmp_path) == folder
+    assert len(requested) == 4
+
+
+def test_real_client_fails_fast_without_network(monkeypatch, tmp_path):
+    huggingface_hub = pytest.importorskip('huggingface_hub')
+    from huggingface_hub import constants as hub_constants
+
+    # An unresolvable host (RFC 2606), so the test never downloads even when online.
+    monkeypatch.setattr(hub_constants, 'ENDPOINT', 'https://hub.invalid')
+    for proxy in ('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(proxy, raising=False)
+    assert huggingface_hub is not None
+    started = time.perf_counter()
+    with pytest.raises(utils.UserError, match='failed'):
+        utils.download_official_checkpoint('cifar10', dest_dir=tmp_path / 'dl')
+    assert time.perf_counter() - started < 15
+    assert not (tmp_path / 'dl').exists()
