@@ -13,6 +13,7 @@ samples/ (fixed-seed grids and attention maps) and loss_curves.png.
 import argparse
 import json
 import os
+import shutil
 import signal
 import sys
 import time
@@ -86,11 +87,26 @@ class LadaGAN(tf.Module):
     Noise is drawn from `self.rng` (checkpointed) unless given.
     """
 
-    def __init__(self, generator, discriminator, conf, ema_generator=None):
+    def __init__(self, generator, discriminator, conf, ema_generator=None, strategy=None):
         super().__init__(name='ladagan')
         self.conf = conf
+        self.strategy = strategy or tf.distribute.get_strategy()
+        self.num_replicas = self.strategy.num_replicas_in_sync
+        if self.num_replicas > 1 and conf.precision == 'mixed_float16':
+            raise utils.UserError('precision=mixed_float16 is supported on one device only; '
+                                  'use mixed_bfloat16 (no loss scaling needed) with several')
         self.generator = generator
         self.discriminator = discriminator
+        with self.strategy.scope():
+            self._init_state(ema_generator)
+        if self.num_replicas == 1:
+            self._compiled_step = tf.function(self._single_device_step, jit_compile=conf.jit)
+        else:  # collectives inside the update keep XLA out of the replica function
+            self._compiled_step = tf.function(self._distributed_step)
+
+    def _init_state(self, ema_generator):
+        """EMA generator, optimizers, loss scales, RNG and counters: under the strategy scope."""
+        conf, generator, discriminator = self.conf, self.generator, self.discriminator
         if ema_generator is None:
             # The official code's EMA starts from a fresh random init (a clone_model quirk);
             # ours starts as an exact copy of G.
@@ -113,7 +129,6 @@ class LadaGAN(tf.Module):
         diffaug.parse_policy(self.policy)  # fail now, not inside the trace
         self.rng = tf.random.Generator.from_seed(conf.seed)
         self.n_images = tf.Variable(0, dtype=tf.int64, trainable=False, name='n_images')
-        self._compiled_step = tf.function(self._step, jit_compile=conf.jit)
 
     # ------------------------------------------------------------------ pieces of the step
     def augment(self, images):
@@ -138,8 +153,12 @@ class LadaGAN(tf.Module):
             return tf.convert_to_tensor(noise, tf.float32)
         return self.rng.normal([batch_size, self.conf.noise_dim])
 
-    def _step(self, real_images, d_noise=None, g_noise=None):
+    def _update(self, real_images, d_noise=None, g_noise=None):
+        """One D step then one G step on this replica's share of the batch. Gradients are
+        summed over replicas by the optimizer, so the losses are divided by the replica count:
+        the update is that of the mean over the global batch."""
         conf = self.conf
+        per_replica = 1.0 / self.num_replicas
         real_images = tf.convert_to_tensor(real_images, tf.float32)
         batch_size = tf.shape(real_images)[0]
         d_noise = self._draw_noise(d_noise, batch_size)
@@ -170,7 +189,7 @@ class LadaGAN(tf.Module):
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
-            scaled_d_total = d_total * self.d_loss_scale.scale
+            scaled_d_total = d_total * (self.d_loss_scale.scale * per_replica)
         d_grads = d_tape.gradient(scaled_d_total, d_vars)
         self.d_loss_scale.apply(self.d_optimizer, d_grads, d_vars)
 
@@ -188,22 +207,57 @@ class LadaGAN(tf.Module):
             g_real_logits = (self.discriminator(g_real, training=True)
                              if conf.loss == 'rahinge' else None)
             g_loss = self.g_loss_fn(g_real_logits, g_fake_logits)
-            scaled_g_loss = g_loss * self.g_loss_scale.scale
+            scaled_g_loss = g_loss * (self.g_loss_scale.scale * per_replica)
         g_grads = g_tape.gradient(scaled_g_loss, g_vars)
         self.g_loss_scale.apply(self.g_optimizer, g_grads, g_vars)
 
-        # --- EMA over all generator weights, batch-norm statistics included.
-        decay = conf.ema_decay
-        for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
-            ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
-        self.n_images.assign_add(tf.cast(batch_size, tf.int64))
         return {'d_loss': d_loss, 'gp': gp, 'g_loss': g_loss, 'd_total': d_total, 'cr': cr,
                 'real_logits_mean': tf.reduce_mean(real_logits),
                 'fake_logits_mean': tf.reduce_mean(fake_logits)}
 
+    def _update_ema_and_count(self, global_batch_size):
+        """EMA over all generator weights, batch-norm statistics included (cross-replica)."""
+        decay = self.conf.ema_decay
+        for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
+            ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
+        self.n_images.assign_add(tf.cast(global_batch_size, tf.int64))
+
+    def _single_device_step(self, real_images, d_noise=None, g_noise=None):
+        real_images = tf.convert_to_tensor(real_images, tf.float32)
+        metrics = self._update(real_images, d_noise, g_noise)
+        self._update_ema_and_count(tf.shape(real_images)[0])
+        return metrics
+
+    def _distributed_step(self, real_images, d_noise=None, g_noise=None):
+        per_replica = self.strategy.run(self._update, args=(real_images, d_noise, g_noise))
+        metrics = {key: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
+                   for key, value in per_replica.items()}
+        local_batch = self.strategy.run(lambda images: tf.shape(images)[0], (real_images,))
+        self._update_ema_and_count(
+            self.strategy.reduce(tf.distribute.ReduceOp.SUM, local_batch, axis=None))
+        return metrics
+
+    def distribute(self, global_tensor):
+        """Split a global batch (or noise) into per-replica shards along axis 0."""
+        if global_tensor is None or self.num_replicas == 1:
+            return global_tensor
+        global_tensor = tf.convert_to_tensor(global_tensor, tf.float32)
+        per_replica = global_tensor.shape[0] // self.num_replicas
+
+        def shard(context):
+            start = context.replica_id_in_sync_group * per_replica
+            return global_tensor[start:start + per_replica]
+        return self.strategy.experimental_distribute_values_from_function(shard)
+
     def train_step(self, real_images, d_noise=None, g_noise=None):
-        """One D step, one G step, one EMA update; returns the step's metrics (tensors)."""
-        return self._compiled_step(real_images, d_noise, g_noise)
+        """One D step, one G step, one EMA update; returns the step's metrics (tensors).
+
+        With several replicas, `real_images` may be a per-replica value from a distributed
+        dataset or a global batch, which is split evenly (as are given noises)."""
+        if self.num_replicas > 1 and not isinstance(real_images, tf.distribute.DistributedValues):
+            real_images = self.distribute(real_images)
+        return self._compiled_step(real_images, self.distribute(d_noise),
+                                   self.distribute(g_noise))
 
     def checkpoint(self, **extra):
         """A tf.train.Checkpoint in the official layout, plus our optimizer and RNG state."""
@@ -231,7 +285,10 @@ def resolve_config(args):
         return config_lib.make_config(preset, **overrides), False
     try:
         with open(stored_path) as f:
-            stored = config_lib.config_from_dict(json.load(f))
+            stored_values = json.load(f)
+        if not isinstance(stored_values, dict):
+            raise ValueError('not a JSON object')
+        stored = config_lib.config_from_dict(stored_values)
     except (OSError, ValueError) as err:
         raise utils.UserError(f'{stored_path} is not a valid LadaGAN config ({err}); '
                               'use a new --model_dir or repair the file') from None
@@ -250,15 +307,22 @@ class RunLog:
 
     def __init__(self, model_dir):
         self.path = os.path.join(model_dir, 'metrics.jsonl')
-        self.history = {}
+        self.records = []
+        self.unreadable_lines = 0  # e.g. a line cut short by a kill
         if os.path.exists(self.path):
             with open(self.path) as f:
                 for line in f:
                     try:
                         record = json.loads(line)
-                    except ValueError:  # a line cut short by a crash
-                        continue
-                    self._add(record)
+                    except ValueError:
+                        record = None
+                    if isinstance(record, dict) and 'n_images' in record:
+                        self.records.append(record)
+                    else:
+                        self.unreadable_lines += 1
+        self.history = {}
+        for record in self.records:
+            self._add(record)
         self.writer = tf.summary.create_file_writer(os.path.join(model_dir, 'log-dir'))
 
     def _add(self, record):
@@ -267,8 +331,23 @@ class RunLog:
             if key != 'n_images':
                 self.history.setdefault(key, []).append((n_images, value))
 
+    def rewind(self, n_images):
+        """Forget the records after `n_images` (steps undone by a kill or a NaN restore) and
+        unreadable lines; rewrites metrics.jsonl atomically, and only when something goes."""
+        kept = [record for record in self.records if record['n_images'] <= n_images]
+        if len(kept) == len(self.records) and not self.unreadable_lines:
+            return
+        temp_path = self.path + '.tmp'
+        with open(temp_path, 'w') as f:
+            f.writelines(json.dumps(record) + '\n' for record in kept)
+        os.replace(temp_path, self.path)
+        self.records, self.unreadable_lines, self.history = kept, 0, {}
+        for record in kept:
+            self._add(record)
+
     def log(self, n_images, **values):
         record = {'n_images': int(n_images), **{k: float(v) for k, v in values.items()}}
+        self.records.append(record)
         self._add(record)
         with open(self.path, 'a') as f:
             f.write(json.dumps(record) + '\n')
@@ -281,34 +360,107 @@ class RunLog:
             tf.summary.image(name, image_uint8[None], step=int(n_images))
 
 
-def train(conf, resumed, args):
+STRATEGIES = ('auto', 'default', 'mirrored', 'multiworker', 'tpu')
+
+
+def make_strategy(name):
+    """A tf.distribute strategy. 'auto': multi-worker when TF_CONFIG is set, a TPU when
+    TPU_NAME or COLAB_TPU_ADDR is, all GPUs when there are several, else the default one."""
+    if name == 'auto':
+        if os.environ.get('TF_CONFIG'):
+            name = 'multiworker'
+        elif os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR'):
+            name = 'tpu'
+        elif len(tf.config.list_logical_devices('GPU')) > 1:
+            name = 'mirrored'
+        else:
+            name = 'default'
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multiworker':
+        if not os.environ.get('TF_CONFIG'):
+            raise utils.UserError('--strategy multiworker needs TF_CONFIG describing the '
+                                  'cluster and this worker (see the README)')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == 'tpu':
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=os.environ.get('TPU_NAME', ''))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as err:
+            raise utils.UserError(f'--strategy tpu found no TPU ({err})') from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise utils.UserError(f'--strategy {name!r} is not allowed: use one of '
+                          + ', '.join(STRATEGIES))
+
+
+def is_chief(strategy):
+    """Whether this process writes the run folder (the chief, or worker 0 without one)."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = 'chief' in resolver.cluster_spec().as_dict()
+    return resolver.task_type == 'chief' or (not has_chief and resolver.task_type == 'worker'
+                                             and resolver.task_id == 0)
+
+
+def make_distributed_dataset(strategy, file_pattern, conf):
+    """The global batch split over replicas; with several workers each reads its own shard."""
+    if strategy.num_replicas_in_sync == 1:
+        return utils.make_train_dataset(file_pattern, conf.img_size, conf.batch_size,
+                                        center_crop=conf.center_crop, seed=conf.seed)
+    if conf.batch_size % strategy.num_replicas_in_sync:
+        raise utils.UserError(f'batch_size={conf.batch_size} must be divisible by the '
+                              f'{strategy.num_replicas_in_sync} replicas')
+
+    def dataset_fn(context):
+        return utils.make_train_dataset(
+            file_pattern, conf.img_size, context.get_per_replica_batch_size(conf.batch_size),
+            center_crop=conf.center_crop, seed=conf.seed,
+            num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def train(conf, resumed, args, strategy=None):
+    strategy = strategy or tf.distribute.get_strategy()
+    chief = is_chief(strategy)
     model_dir = args.model_dir
-    os.makedirs(model_dir, exist_ok=True)
+    # Non-chief workers take part in every (collective) checkpoint save but write to a
+    # scratch folder of their own, removed at the end.
+    write_dir = model_dir if chief else os.path.join(
+        model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
+    os.makedirs(write_dir, exist_ok=True)
     demo = args.file_pattern is None
     file_pattern = utils.openmoji_dataset(conf.img_size) if demo else args.file_pattern
-    dataset = utils.make_train_dataset(file_pattern, conf.img_size, conf.batch_size,
-                                       center_crop=conf.center_crop, seed=conf.seed)
-    if not resumed:
+    dataset = make_distributed_dataset(strategy, file_pattern, conf)
+    if not resumed and chief:
         with open(os.path.join(model_dir, 'config.json'), 'w') as f:
             f.write(conf.to_json())
     print(conf.to_json())
 
-    generator = model_lib.build_generator(conf)
-    discriminator = model_lib.build_discriminator(conf)
+    with strategy.scope():
+        generator = model_lib.build_generator(conf)
+        discriminator = model_lib.build_discriminator(conf)
+        fid_var = tf.Variable(float('nan'), name='fid')
+        best_fid_var = tf.Variable(float('inf'), name='best_fid')
     print(f'G: {model_lib.count_params(generator):,} parameters, '
-          f'D: {model_lib.count_params(discriminator):,}')
-    gan = LadaGAN(generator, discriminator, conf)
-    fid_var = tf.Variable(float('nan'), name='fid')
-    best_fid_var = tf.Variable(float('inf'), name='best_fid')
+          f'D: {model_lib.count_params(discriminator):,}; '
+          f'{strategy.num_replicas_in_sync} replica(s)')
+    gan = LadaGAN(generator, discriminator, conf, strategy=strategy)
     ckpt = gan.checkpoint(fid=fid_var, best_fid=best_fid_var)
     latest_manager = tf.train.CheckpointManager(
-        ckpt, os.path.join(model_dir, 'training-checkpoints'), args.max_ckpt_to_keep)
+        ckpt, os.path.join(write_dir, 'training-checkpoints'), args.max_ckpt_to_keep)
     best_manager = tf.train.CheckpointManager(
-        ckpt, os.path.join(model_dir, 'best-training-checkpoints'), 1)
-    if latest_manager.latest_checkpoint:
-        ckpt.restore(latest_manager.latest_checkpoint).assert_existing_objects_matched()
-        print(f'Resumed from {latest_manager.latest_checkpoint}: {int(gan.n_images):,} images '
-              f'seen, last FID {float(fid_var):.3f}, best FID {float(best_fid_var):.3f}')
+        ckpt, os.path.join(write_dir, 'best-training-checkpoints'), 1)
+    # Every worker resumes from the chief's checkpoints.
+    resume_from = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
+    if resume_from:
+        ckpt.restore(resume_from).assert_existing_objects_matched()
+        print(f'Resumed from {resume_from}: {int(gan.n_images.numpy()):,} images seen, '
+              f'last FID {float(fid_var):.3f}, best FID {float(best_fid_var):.3f}')
 
     total_iter = args.total_iter if args.total_iter is not None else (
         DEMO_TOTAL_ITER if demo else 10 ** 10)
@@ -318,7 +470,7 @@ def train(conf, resumed, args):
     eval_source = args.eval_dir or file_pattern
     fid_evaluator = None
 
-    log = RunLog(model_dir)
+    log = RunLog(write_dir)
     sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
         [64, conf.noise_dim]).astype(np.float32)
     samples_dir = os.path.join(model_dir, 'samples')
@@ -345,25 +497,83 @@ def train(conf, resumed, args):
     def evaluate_and_save(n_images):
         nonlocal fid_evaluator
         fid = float('nan')
-        if fid_inter:
+        if fid_inter and chief:
             if fid_evaluator is None:
                 fid_evaluator = make_fid_evaluator(conf, eval_source, model_dir)
             if fid_evaluator is not None:
                 fid = fid_evaluator(gan.ema_generator)
                 log.log(n_images, fid=fid)
+        # Saves are collective across workers: all must take the chief's decision.
+        fid = broadcast_from_chief(strategy, fid, chief)
         fid_var.assign(fid)
         improved = np.isfinite(fid) and fid < float(best_fid_var)
         if improved:
             best_fid_var.assign(fid)
             best_manager.save(n_images)
         latest_manager.save(n_images)
-        save_samples(n_images)
+        if chief:
+            save_samples(n_images)
         note = f'FID {fid:.3f}' + (' (best)' if improved else '') if np.isfinite(fid) else ''
         tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
 
-    step = int(gan.n_images) // conf.batch_size
+    # A kill between the best and the latest save leaves the best checkpoint the newer one:
+    # resume from it, so that its FID stays the one to beat and its number is not saved over.
+    newest_best = tf.train.latest_checkpoint(os.path.join(model_dir, 'best-training-checkpoints'))
+    if newest_best and (utils.checkpoint_scalar(newest_best, 'n_images')
+                        > int(gan.n_images.numpy())):
+        ckpt.restore(newest_best).assert_existing_objects_matched()
+        print(f'Resumed from {newest_best} instead, the newer checkpoint: '
+              f'{int(gan.n_images.numpy()):,} images seen, best FID {float(best_fid_var):.3f}')
+    step = int(gan.n_images.numpy()) // conf.batch_size
     saved_step = step
     batch = conf.batch_size
+    log.rewind(step * batch)  # records after the checkpoint are of steps a kill undid
+    # Learning-rate halvings by NaN restores so far: checkpoints hold the halved rates.
+    nan_restores = int(round(np.log2(conf.g_lr / float(np.asarray(
+        gan.g_optimizer.learning_rate)))))
+
+    def non_finite_names(metrics):
+        """Non-finite losses and weights; weights too, as a step's losses are computed before
+        its update, which may already have made them NaN."""
+        named = dict(metrics)
+        for net in (gan.generator, gan.ema_generator, gan.discriminator):
+            named.update((weight.path, weight) for weight in net.weights)
+        return utils.non_finite_names(named)
+
+    def diverged(bad_names):
+        shown = ', '.join(bad_names[:3]) + (f' and {len(bad_names) - 3} more'
+                                            if len(bad_names) > 3 else '')
+        return f'non-finite {shown} at step {step} ({step * batch:,} images)'
+
+    def restore_or_stop(bad_names, may_restore=True):
+        """Restore the last checkpoint at halved learning rates (at most nan_retries times in
+        all), or raise TrainingDivergedError naming the step and the last good checkpoint."""
+        nonlocal step, saved_step, nan_restores, interval_start, interval_images
+        what = diverged(bad_names)
+        last_good = latest_manager.latest_checkpoint
+        if not may_restore or last_good is None or nan_restores >= conf.nan_retries:
+            tried = (f' after {nan_restores} restore(s) at halved learning rates'
+                     if nan_restores else '')
+            where = (f'the last good checkpoint is {last_good}' if last_good
+                     else 'no checkpoint was saved before it')
+            raise utils.TrainingDivergedError(
+                f'Training diverged: {what}{tried}; {where}; start a new --model_dir with '
+                'lower g_lr and d_lr, or with --set nan_retries=N to restore and halve them '
+                'automatically.')
+        ckpt.restore(last_good).assert_existing_objects_matched()
+        nan_restores += 1
+        for optimizer, base_lr in ((gan.g_optimizer, conf.g_lr), (gan.d_optimizer, conf.d_lr)):
+            optimizer.learning_rate = base_lr / 2 ** nan_restores
+        step = saved_step = int(gan.n_images.numpy()) // batch
+        log.rewind(step * batch)
+        bar.n = step * batch
+        bar.refresh()
+        interval_start, interval_images = time.perf_counter(), 0
+        tqdm.write(f'{what}: restored {last_good} with the learning rates halved to '
+                   f'g_lr={conf.g_lr / 2 ** nan_restores:.3g}, '
+                   f'd_lr={conf.d_lr / 2 ** nan_restores:.3g} '
+                   f'(restore {nan_restores} of at most {conf.nan_retries})')
+
     data_iter = iter(dataset)
     bar = tqdm(total=total_iter * batch, initial=step * batch, unit='img', unit_scale=True,
                dynamic_ncols=True, desc='train')
@@ -375,32 +585,59 @@ def train(conf, resumed, args):
             bar.update(batch)
             interval_images += batch
             n_images = step * batch
-            if step % args.metrics_inter == 0 or step == total_iter:
+            log_now = step % args.metrics_inter == 0 or step == total_iter
+            save_now = (fid_inter and step % fid_inter == 0) or step % ckpt_inter == 0
+            # Checked before every log and save, so no NaN model is saved, as best or at all.
+            if log_now or save_now:
+                bad_names = non_finite_names(metrics)
+                if bad_names:
+                    restore_or_stop(bad_names)
+                    continue
+            if log_now:
                 values = {k: float(v) for k, v in metrics.items()}
-                if not all(np.isfinite(v) for v in values.values()):
-                    raise utils.UserError(
-                        f'non-finite loss at step {step} ({n_images:,} images): {values}; the '
-                        f'last good checkpoint is {latest_manager.latest_checkpoint}')
                 images_per_sec = interval_images / (time.perf_counter() - interval_start)
                 log.log(n_images, images_per_sec=images_per_sec, **values)
                 bar.set_postfix(d=f'{values["d_loss"]:.3f}', g=f'{values["g_loss"]:.3f}',
                                 gp=f'{values["gp"]:.4f}')
                 interval_start, interval_images = time.perf_counter(), 0
-            if (fid_inter and step % fid_inter == 0) or step % ckpt_inter == 0:
+            if save_now:
                 evaluate_and_save(n_images)
                 saved_step = step
                 interval_start, interval_images = time.perf_counter(), 0
         if stop['signal'] is not None:
-            tqdm.write(f'Stopping on signal {stop["signal"]}: saving a checkpoint')
-            latest_manager.save(step * batch)
+            # Nothing to save when no step ran since the last save (and saving the same
+            # number again would rewrite that complete checkpoint in place).
+            if step != saved_step:
+                bad_names = non_finite_names(metrics)
+                if bad_names:
+                    restore_or_stop(bad_names, may_restore=False)
+                latest_manager.save(step * batch)
+            tqdm.write(f'Stopped on signal {stop["signal"]}; the checkpoint at '
+                       f'{step * batch:,} images is saved')
         elif step != saved_step:
             evaluate_and_save(step * batch)
     finally:
         bar.close()
         for sig, handler in previous_handlers.items():
             signal.signal(sig, handler)
+    if not chief:
+        shutil.rmtree(write_dir, ignore_errors=True)
     print(f'Done: {step * batch:,} images seen; run folder {model_dir}')
     return gan
+
+
+def broadcast_from_chief(strategy, value, chief):
+    """The chief's float `value`, on every worker of a multi-worker run (else unchanged)."""
+    if getattr(strategy, 'cluster_resolver', None) is None:
+        return value
+    local_replicas = len(strategy.extended.worker_devices)
+    share = tf.constant((value if chief else 0.0) / local_replicas, tf.float32)
+
+    @tf.function
+    def all_sum(x):
+        per_replica = strategy.run(lambda: tf.identity(x))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return float(all_sum(share))
 
 
 def make_fid_evaluator(conf, eval_source, model_dir):
@@ -411,7 +648,7 @@ def make_fid_evaluator(conf, eval_source, model_dir):
             backbone=conf.fid_backbone, real_source=eval_source, img_size=conf.img_size,
             n_real=conf.n_fid_real, n_gen=conf.n_fid_gen, batch_size=conf.fid_batch_size,
             cache_dir=os.path.join(model_dir, 'fid-stats'))
-    except (utils.UserError, OSError, RuntimeError) as err:
+    except (utils.UserError, fid_lib.FIDError, OSError, RuntimeError) as err:
         tqdm.write(f'FID disabled: {err}')
         return None
 
@@ -451,6 +688,9 @@ def parse_args(argv=None):
     parser.add_argument('--seed', type=int, default=None, help='shortcut for --set seed=N')
     parser.add_argument('--dry_run', action='store_true',
                         help='print the resolved config and exit')
+    parser.add_argument('--strategy', default='auto', choices=STRATEGIES,
+                        help='tf.distribute strategy (default auto: TF_CONFIG -> multiworker, '
+                             'TPU -> tpu, several GPUs -> mirrored, else one device)')
     args = parser.parse_args(argv)
     for name in ('metrics_inter', 'total_iter', 'max_ckpt_to_keep', 'ckpt_inter'):
         value = getattr(args, name)
@@ -471,10 +711,27 @@ def main(argv=None):
         if args.dry_run:
             print(conf.to_json())
             return 0
-        train(conf, resumed, args)
+        # Bad input is refused here, before anything in --model_dir is created or changed.
+        if args.file_pattern is not None:
+            utils.check_train_images(args.file_pattern, conf.img_size, conf.batch_size,
+                                     conf.center_crop)
+        fid_source = args.eval_dir or args.file_pattern  # None: the demo set, large enough
+        if args.fid_inter != 0 and fid_source is not None:
+            utils.check_fid_images(fid_source, conf.n_fid_real,
+                                   '--eval_dir' if args.eval_dir else '--file_pattern')
+        # Multi-worker strategies must exist before any other TensorFlow op runs.
+        strategy = make_strategy(args.strategy)
+        if resumed:
+            utils.check_run_checkpoints(args.model_dir, conf)
+        # Weights are drawn from Keras' global seed, so --seed must set it for runs to repeat.
+        keras.utils.set_random_seed(conf.seed)
+        train(conf, resumed, args, strategy)
     except (utils.UserError, config_lib.ConfigError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except utils.TrainingDivergedError as err:
+        print(f'error: {err}', file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,66 @@
+"""Run one LadaGAN step on a global batch of 8 with one device and with MirroredStrategy over
+two logical CPU devices, from the same weights, batch and noise; print the largest differences.
+Run as its own process: logical devices must be set before TensorFlow initialises."""
+import json
+import os
+import sys
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '3')
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+cpu = tf.config.list_physical_devices('CPU')[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+import config  # noqa: E402
+import model  # noqa: E402
+import train  # noqa: E402
+
+
+def one_step(strategy, conf, weights, real, d_noise, g_noise):
+    with strategy.scope():
+        generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
+    for variable, value in zip(generator.weights + discriminator.weights, weights):
+        variable.assign(value)
+    gan = train.LadaGAN(generator, discriminator, conf, strategy=strategy)
+    metrics = {k: float(v) for k, v in gan.train_step(real, d_noise, g_noise).items()}
+    variables = generator.weights + discriminator.weights + gan.ema_generator.weights
+    after = {v.path: v.numpy() for v in variables}
+    return metrics, after, int(gan.n_images.numpy())
+
+
+def before_batch_norm(path):
+    return '/dec_conv_' in path and path.endswith('/bias')
+
+
+def main():
+    tf.keras.utils.set_random_seed(0)
+    precision = sys.argv[1] if len(sys.argv) > 1 else 'float32'
+    # Enough BN work to matter: the test preset has batch norm in D's encoder and G's decoder.
+    conf = config.make_config('tiny', img_size=64, d_enc_dim=[8, 16, 32], dec_dim=[16],
+                              batch_size=8, policy='', precision=precision)
+    rng = np.random.default_rng(0)
+    real = rng.uniform(-1, 1, [8, 64, 64, 3]).astype(np.float32)
+    d_noise, g_noise = rng.standard_normal([2, 8, conf.noise_dim]).astype(np.float32)
+    reference = model.build_generator(conf), model.build_discriminator(conf)
+    weights = [v.numpy() for v in reference[0].weights + reference[1].weights]
+    single = one_step(tf.distribute.OneDeviceStrategy('/cpu:0'), conf, weights, real, d_noise,
+                      g_noise)
+    mirrored_strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
+    mirrored = one_step(mirrored_strategy, conf, weights, real, d_noise, g_noise)
+    diffs = {k: float(np.abs(single[1][k] - mirrored[1][k]).max()) for k in single[1]}
+    print(json.dumps({
+        'replicas': mirrored_strategy.num_replicas_in_sync,
+        'metric_diff': max(abs(single[0][k] - mirrored[0][k]) for k in single[0]),
+        'weight_diff': max(diffs[k] for k in diffs if not before_batch_norm(k)),
+        'worst_weight': max((k for k in diffs if not before_batch_norm(k)), key=diffs.get),
+        # A conv bias right before BatchNorm has an exactly-zero gradient in theory, so Adam's
+        # first step (about lr * g / |g|) turns rounding noise into updates of up to lr.
+        'zero_gradient_bias_diff': max(diffs[k] for k in diffs if before_batch_norm(k)),
+        'n_images': [single[2], mirrored[2]],
+        'metrics': single[0]}))
+
+
+if __name__ == '__main__':
+    main()

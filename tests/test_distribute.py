@@ -1,0 +1,76 @@
+"""tf.distribute and mixed precision: same step on two replicas, two workers, float16/bfloat16."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, 'tests', 'scripts')
+sys.path.insert(0, ROOT)
+
+import config  # noqa: E402
+import model  # noqa: E402
+import train  # noqa: E402
+
+
+def _run_script(*args):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3')
+    result = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                            timeout=900, cwd=ROOT)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_mirrored_step_equals_the_single_device_step():
+    # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm.
+    report = json.loads(_run_script(os.path.join(SCRIPTS, 'mirrored_step.py')).splitlines()[-1])
+    assert report['replicas'] == 2
+    assert report['n_images'] == [8, 8]
+    assert report['metric_diff'] < 1e-4, report
+    assert report['weight_diff'] < 1e-4, report
+    # Biases right before batch norm: zero gradient in theory, Adam moves them by at most lr.
+    assert report['zero_gradient_bias_diff'] <= 2 * 2e-4 * 1.01, report
+
+
+def test_two_workers_train_together(tmp_path):
+    from PIL import Image
+    images = tmp_path / 'images'
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(64):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
+            images / f'{index}.png')
+    run = tmp_path / 'run'
+    output = _run_script(os.path.join(SCRIPTS, 'two_workers.py'), str(images), str(run), '3')
+    assert output.count('Done: 48 images seen') == 2, output
+    with open(run / 'metrics.jsonl') as f:
+        assert [json.loads(line)['n_images'] for line in f] == [16, 32, 48]
+    assert sorted(os.listdir(run / 'training-checkpoints'))[0] == 'checkpoint'
+    assert not [name for name in os.listdir(run) if name.startswith('.worker')]
+
+
+@pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
+def test_mixed_precision_steps_train_with_float32_outputs(precision):
+    conf = config.make_config('tiny', batch_size=4, precision=precision,
+                              policy='color,translation,cutout')
+    gan = train.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+    assert gan.generator.block_8.attn.wq.compute_dtype == precision.split('_')[1]
+    assert gan.generator.trainable_variables[0].dtype == tf.float32
+    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=0)
+    for _ in range(6):  # float16 starts at loss scale 2^15 and halves until R1 is finite
+        metrics = gan.train_step(real)
+    assert all(np.isfinite(float(value)) for value in metrics.values()), metrics
+    assert float(metrics['gp']) > 0  # R1 must not underflow to zero
+    images, attn_maps = gan.ema_generator(tf.random.normal([2, 128]))
+    logits = gan.discriminator(images)
+    assert images.dtype == logits.dtype == attn_maps[0].dtype == tf.float32
+    assert keras_policy_is_float32()
+
+
+def keras_policy_is_float32():
+    import keras
+    return keras.config.dtype_policy().name == 'float32'
