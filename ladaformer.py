@@ -22,9 +22,8 @@ def _dense(units, initializer, name, use_bias=True, activation=None):
                         kernel_initializer=initializer, name=name)
 
 
-@keras.saving.register_keras_serializable('ladagan')
-class LadaAttention(layers.Layer):
-    """Linear additive attention; returns (output (B, N, D), attention map (B, H, N))."""
+class _ProjectedAttention(layers.Layer):
+    """Shared parts of both attention kinds: Q, K, V and output Dense(D) projections."""
 
     def __init__(self, model_dim, n_heads, initializer='orthogonal', **kwargs):
         super().__init__(**kwargs)
@@ -37,13 +36,28 @@ class LadaAttention(layers.Layer):
         self.wq = _dense(model_dim, initializer, 'wq')
         self.wk = _dense(model_dim, initializer, 'wk')
         self.wv = _dense(model_dim, initializer, 'wv')
-        # One logit per head from the full query (all D channels), not from per-head slices.
-        self.q_attn = _dense(n_heads, initializer, 'q_attn')
         self.to_out = _dense(model_dim, initializer, 'to_out')
 
     def build(self, input_shape):
         for dense in (self.wq, self.wk, self.wv, self.to_out):
             dense.build(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'initializer': self.initializer}
+
+
+@keras.saving.register_keras_serializable('ladagan')
+class LadaAttention(_ProjectedAttention):
+    """Linear additive attention; returns (output (B, N, D), attention map (B, H, N))."""
+
+    def __init__(self, model_dim, n_heads, initializer='orthogonal', **kwargs):
+        super().__init__(model_dim, n_heads, initializer, **kwargs)
+        # One logit per head from the full query (all D channels), not from per-head slices.
+        self.q_attn = _dense(n_heads, initializer, 'q_attn')
+
+    def build(self, input_shape):
+        super().build(input_shape)
         self.q_attn.build(input_shape)
 
     def call(self, x):
@@ -59,35 +73,14 @@ class LadaAttention(layers.Layer):
         out = self.to_out(tf.reshape(mixed, [-1, n_tokens, self.model_dim]))
         return out, tf.transpose(alpha, [0, 2, 1])                  # (B, H, N)
 
-    def get_config(self):
-        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
-                'initializer': self.initializer}
-
 
 @keras.saving.register_keras_serializable('ladagan')
-class DotAttention(layers.Layer):
+class DotAttention(_ProjectedAttention):
     """Standard multi-head softmax dot-product attention (quadratic in N), for comparison.
 
     Returns (output (B, N, D), map (B, H, N)): the map is the attention each token receives,
     averaged over the queries, so it plots like Lada's map.
     """
-
-    def __init__(self, model_dim, n_heads, initializer='orthogonal', **kwargs):
-        super().__init__(**kwargs)
-        if model_dim % n_heads:
-            raise ValueError(f'model_dim={model_dim} is not divisible by n_heads={n_heads}')
-        self.model_dim = model_dim
-        self.n_heads = n_heads
-        self.initializer = initializer
-        self.head_dim = model_dim // n_heads
-        self.wq = _dense(model_dim, initializer, 'wq')
-        self.wk = _dense(model_dim, initializer, 'wk')
-        self.wv = _dense(model_dim, initializer, 'wv')
-        self.to_out = _dense(model_dim, initializer, 'to_out')
-
-    def build(self, input_shape):
-        for dense in (self.wq, self.wk, self.wv, self.to_out):
-            dense.build(input_shape)
 
     def call(self, x):
         n_tokens = tf.shape(x)[1]
@@ -98,10 +91,6 @@ class DotAttention(layers.Layer):
         mixed = tf.einsum('bhnm,bmhd->bnhd', tf.cast(weights, v.dtype), v)      # (B, N, H, d)
         out = self.to_out(tf.reshape(mixed, [-1, n_tokens, self.model_dim]))
         return out, tf.reduce_mean(weights, axis=2)                              # (B, H, N)
-
-    def get_config(self):
-        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
-                'initializer': self.initializer}
 
 
 ATTENTION_LAYERS = {'lada': LadaAttention, 'dot': DotAttention}
@@ -171,9 +160,8 @@ class MLP(layers.Layer):
                 'initializer': self.initializer}
 
 
-@keras.saving.register_keras_serializable('ladagan')
-class GeneratorBlock(layers.Layer):
-    """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)]."""
+class _Block(layers.Layer):
+    """Shared parts of both blocks: norm1 -> attention, norm2 -> MLP; subclasses pick the norms."""
 
     def __init__(self, model_dim, n_heads, mlp_dim, initializer='orthogonal', attention='lada',
                  epsilon=1e-6, **kwargs):
@@ -184,10 +172,23 @@ class GeneratorBlock(layers.Layer):
         self.initializer = initializer
         self.attention = attention
         self.epsilon = epsilon
-        self.norm1 = SMLayerNorm(epsilon, initializer, name='norm1')
+        self.norm1 = self._make_norm('norm1')
         self.attn = make_attention(attention, model_dim, n_heads, initializer)
-        self.norm2 = SMLayerNorm(epsilon, initializer, name='norm2')
+        self.norm2 = self._make_norm('norm2')
         self.mlp = MLP(model_dim, mlp_dim, initializer, name='mlp')
+
+    def get_config(self):
+        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
+                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
+                'attention': self.attention, 'epsilon': self.epsilon}
+
+
+@keras.saving.register_keras_serializable('ladagan')
+class GeneratorBlock(_Block):
+    """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)]."""
+
+    def _make_norm(self, name):
+        return SMLayerNorm(self.epsilon, self.initializer, name=name)
 
     def build(self, input_shape):
         x_shape, _ = input_shape
@@ -203,29 +204,13 @@ class GeneratorBlock(layers.Layer):
         # No residual around the MLP: the official code (and the released checkpoints) do this.
         return self.mlp(self.norm2([h, z])), attn_map
 
-    def get_config(self):
-        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
-                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
-                'attention': self.attention, 'epsilon': self.epsilon}
-
 
 @keras.saving.register_keras_serializable('ladagan')
-class DiscriminatorBlock(layers.Layer):
+class DiscriminatorBlock(_Block):
     """Pre-LN Transformer block: h = x + Attn(LN1(x)); out = h + MLP(LN2(h))."""
 
-    def __init__(self, model_dim, n_heads, mlp_dim, initializer='orthogonal', attention='lada',
-                 epsilon=1e-6, **kwargs):
-        super().__init__(**kwargs)
-        self.model_dim = model_dim
-        self.n_heads = n_heads
-        self.mlp_dim = mlp_dim
-        self.initializer = initializer
-        self.attention = attention
-        self.epsilon = epsilon
-        self.norm1 = layers.LayerNormalization(epsilon=epsilon, name='norm1')
-        self.attn = make_attention(attention, model_dim, n_heads, initializer)
-        self.norm2 = layers.LayerNormalization(epsilon=epsilon, name='norm2')
-        self.mlp = MLP(model_dim, mlp_dim, initializer, name='mlp')
+    def _make_norm(self, name):
+        return layers.LayerNormalization(epsilon=self.epsilon, name=name)
 
     def build(self, input_shape):
         for sub in (self.norm1, self.attn, self.norm2, self.mlp):
@@ -235,11 +220,6 @@ class DiscriminatorBlock(layers.Layer):
         attn_out, attn_map = self.attn(self.norm1(x))
         h = x + attn_out
         return h + self.mlp(self.norm2(h)), attn_map
-
-    def get_config(self):
-        return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
-                'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
-                'attention': self.attention, 'epsilon': self.epsilon}
 
 
 @keras.saving.register_keras_serializable('ladagan')
