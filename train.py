@@ -32,7 +32,8 @@ import utils  # noqa: E402
 
 # `python train.py` with no dataset trains the demo preset for this many iterations.
 DEMO_TOTAL_ITER = 2000
-DEMO_FID_INTER = 1000
+DEMO_FID_INTER = 2000
+DEMO_CKPT_INTER = 500
 
 
 def mse(a, b):
@@ -466,7 +467,7 @@ def train(conf, resumed, args, strategy=None):
         DEMO_TOTAL_ITER if demo else 10 ** 10)
     fid_inter = args.fid_inter if args.fid_inter is not None else (
         DEMO_FID_INTER if demo else 5000)
-    ckpt_inter = args.ckpt_inter or fid_inter or 5000
+    ckpt_inter = args.ckpt_inter or (DEMO_CKPT_INTER if demo else fid_inter or 5000)
     eval_source = args.eval_dir or file_pattern
     fid_evaluator = None
 
@@ -494,18 +495,19 @@ def train(conf, resumed, args, strategy=None):
                                   plot_size=conf.plot_size)
         utils.save_loss_curves(log.history, os.path.join(model_dir, 'loss_curves.png'))
 
-    def evaluate_and_save(n_images):
+    def evaluate_and_save(n_images, with_fid):
         nonlocal fid_evaluator
         fid = float('nan')
-        if fid_inter and chief:
+        if with_fid and chief:
             if fid_evaluator is None:
                 fid_evaluator = make_fid_evaluator(conf, eval_source, model_dir)
             if fid_evaluator is not None:
                 fid = fid_evaluator(gan.ema_generator)
                 log.log(n_images, fid=fid)
-        # Saves are collective across workers: all must take the chief's decision.
-        fid = broadcast_from_chief(strategy, fid, chief)
-        fid_var.assign(fid)
+        if with_fid:  # a checkpoint-only save keeps the last FID
+            # Saves are collective across workers: all must take the chief's decision.
+            fid = broadcast_from_chief(strategy, fid, chief)
+            fid_var.assign(fid)
         improved = np.isfinite(fid) and fid < float(best_fid_var)
         if improved:
             best_fid_var.assign(fid)
@@ -601,7 +603,7 @@ def train(conf, resumed, args, strategy=None):
                                 gp=f'{values["gp"]:.4f}')
                 interval_start, interval_images = time.perf_counter(), 0
             if save_now:
-                evaluate_and_save(n_images)
+                evaluate_and_save(n_images, with_fid=bool(fid_inter) and step % fid_inter == 0)
                 saved_step = step
                 interval_start, interval_images = time.perf_counter(), 0
         if stop['signal'] is not None:
@@ -615,7 +617,7 @@ def train(conf, resumed, args, strategy=None):
             tqdm.write(f'Stopped on signal {stop["signal"]}; the checkpoint at '
                        f'{step * batch:,} images is saved')
         elif step != saved_step:
-            evaluate_and_save(step * batch)
+            evaluate_and_save(step * batch, with_fid=bool(fid_inter))
     finally:
         bar.close()
         for sig, handler in previous_handlers.items():

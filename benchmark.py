@@ -1,0 +1,292 @@
+"""Benchmarks for ladagan, one section per component.
+
+    python benchmark.py                      # every section
+    python benchmark.py --only fid --quick   # a selection, smaller sizes
+    python benchmark.py --json results.json  # also write the rows as JSON
+
+A section is a function ``(args) -> list of rows`` registered with ``@section(name)``;
+a row is a dict with keys ``metric``, ``value``, ``unit`` and optionally ``note``.
+Add a section by writing such a function; heavy imports belong inside it so that
+``--only`` runs load only what they need.
+"""
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+import numpy as np
+
+SECTIONS = {}
+
+
+def section(name):
+    """Registers ``function(args) -> rows`` as benchmark section ``name``."""
+    def register(function):
+        SECTIONS[name] = function
+        return function
+    return register
+
+
+def row(metric, value, unit, note=''):
+    return {'metric': metric, 'value': value, 'unit': unit, 'note': note}
+
+
+# ---------------------------------------------------------------------------- FID
+
+def _write_png_set(folder, count, size, seed=0):
+    """``count`` random-rectangle PNGs of size x size (stand-in for a real data set)."""
+    from PIL import Image
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for index in range(count):
+        pixels = np.full((size, size, 3), rng.integers(0, 256, 3), dtype=np.uint8)
+        for _ in range(3):
+            top, left = rng.integers(0, size - 4, 2)
+            pixels[top:top + rng.integers(2, size // 2), left:left + rng.integers(2, size // 2)] = (
+                rng.integers(0, 256, 3))
+        Image.fromarray(pixels).save(os.path.join(folder, f'{index:05d}.png'))
+    return folder
+
+
+@section('fid')
+def bench_fid(args):
+    """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
+    import scipy.linalg
+    import fid
+
+    num_images = 500 if args.quick else 2500
+    img_size = 32
+    rows = []
+    rng = np.random.default_rng(0)
+
+    def sample_fn(batch_size):
+        # Smooth random images in [-1, 1], (B, 32, 32, 3): a stand-in for the EMA generator.
+        coarse = rng.uniform(-1, 1, (batch_size, 4, 4, 3)).astype(np.float32)
+        return coarse.repeat(8, axis=1).repeat(8, axis=2)
+
+    with tempfile.TemporaryDirectory() as workdir:
+        real_dir = _write_png_set(os.path.join(workdir, 'real'), num_images, img_size)
+        start = time.perf_counter()
+        extractor = fid.get_feature_extractor('standard')
+        rows.append(row('build FID Inception + load weights', time.perf_counter() - start, 's'))
+
+        batch = np.asarray(rng.integers(0, 256, (50, img_size, img_size, 3)), dtype=np.uint8)
+        extractor(batch)  # trace the graph outside the timing
+        repeats = 2 if args.quick else 4
+        start = time.perf_counter()
+        for _ in range(repeats):
+            extractor(batch)
+        rows.append(row('feature extraction (batch 50, 32 px -> 299)',
+                        repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+
+        options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
+                       batch_size=50, cache_dir=os.path.join(workdir, 'cache'))
+        start = time.perf_counter()
+        first = fid.FIDEvaluator(**options).evaluate(sample_fn)
+        rows.append(row(f'FID eval, {num_images} real + {num_images} gen, uncached',
+                        time.perf_counter() - start, 's', f'FID {first:.2f}'))
+        start = time.perf_counter()
+        second = fid.FIDEvaluator(**options).evaluate(sample_fn)
+        rows.append(row(f'FID eval, {num_images} gen, real stats cached',
+                        time.perf_counter() - start, 's', f'FID {second:.2f}'))
+
+    # The Fréchet distance itself at Inception size, against scipy's sqrtm.
+    features_a = rng.standard_normal((num_images, fid.FEATURE_DIM)) * 0.5
+    features_b = rng.standard_normal((num_images, fid.FEATURE_DIM)) * 0.6 + 0.01
+    statistics = (*fid.activation_statistics(features_a), *fid.activation_statistics(features_b))
+    start = time.perf_counter()
+    ours = fid.frechet_distance(*statistics)
+    rows.append(row(f'frechet_distance d=2048 ({num_images} samples)', time.perf_counter() - start, 's'))
+    if not args.quick:
+        mu1, sigma1, mu2, sigma2 = statistics
+        start = time.perf_counter()
+        covmean = scipy.linalg.sqrtm(sigma1 @ sigma2)
+        reference = (mu1 - mu2) @ (mu1 - mu2) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean).real
+        rows.append(row('scipy.linalg.sqrtm FID d=2048 (reference)', time.perf_counter() - start, 's',
+                        f'rel diff {abs(ours - reference) / reference:.1e}'))
+    return rows
+
+
+# ---------------------------------------------------------------------------- training
+
+# Forward-pass equivalents per image and training step, for model FLOPs utilisation: the D step
+# runs G forward (1), D forward+backward on fakes (3) and on reals with R1's double backward
+# (about 5); the G step runs G and D forward+backward (3 each). Standard 1:2 forward:backward.
+G_PASSES_PER_STEP = 4
+D_PASSES_PER_STEP = 11
+
+
+def _presets(args, default):
+    return [p.strip() for p in (args.presets or default).split(',') if p.strip()]
+
+
+def _peak_rss_mb():
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _matmul_peak_macs_per_sec(size=2048, repeats=10):
+    """Measured dense float32 matmul throughput of this machine: the MFU denominator."""
+    import tensorflow as tf
+    a = tf.random.normal([size, size])
+    matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
+    matmul(a).numpy()
+    start = time.perf_counter()
+    for _ in range(repeats):
+        result = matmul(a)
+    result.numpy()
+    return repeats * size ** 3 / (time.perf_counter() - start)
+
+
+def _time_steps(step, steps):
+    """(first call seconds = trace + compile + one step, median seconds of the next `steps`)."""
+    start = time.perf_counter()
+    step()
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    return first, float(np.median(times))
+
+
+@section('train')
+def bench_train(args):
+    """Training images/s per preset (median step after compilation), compile time, memory, MFU."""
+    import tensorflow as tf
+
+    import config
+    import model
+    import train
+    rows = []
+    peak = _matmul_peak_macs_per_sec()
+    rows.append(row('dense matmul peak (float32, 2048^3)', peak / 1e9, 'GMAC/s'))
+    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+        conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision)
+        gan = train.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+        real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
+
+        def step():
+            float(gan.train_step(real)['d_loss'])  # wait for the step to finish
+        first, median = _time_steps(step, 3 if args.quick else args.steps)
+        macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf))
+                + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf)))
+        note = f'batch {conf.batch_size}, {conf.precision}, XLA {conf.jit}'
+        rows += [row(f'{preset}: train step', conf.batch_size / median, 'img/s', note),
+                 row(f'{preset}: first step (trace + XLA compile)', first, 's'),
+                 row(f'{preset}: model FLOPs utilisation', 100 * macs * conf.batch_size
+                     / median / peak, '%', 'MACs of G and D passes / measured matmul peak')]
+    rows.append(row('peak resident memory', _peak_rss_mb(), 'MB', 'whole process'))
+    return rows
+
+
+@section('generate')
+def bench_generate(args):
+    """EMA generator sampling images/s (XLA), per preset."""
+    import tensorflow as tf
+
+    import config
+    import model
+    rows = []
+    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+        conf = config.make_config(preset, precision=args.precision)
+        generator = model.build_generator(conf)
+        sample = tf.function(lambda z: generator(z, training=False)[0], jit_compile=True)
+        noise = tf.random.normal([conf.gen_batch_size, conf.noise_dim])
+        first, median = _time_steps(lambda: sample(noise).numpy(), 3 if args.quick else 5)
+        rows.append(row(f'{preset}: generate', conf.gen_batch_size / median, 'img/s',
+                        f'batch {conf.gen_batch_size}, {conf.precision}'))
+    return rows
+
+
+@section('attention')
+def bench_attention(args):
+    """Forward+backward time of one Lada vs one dot-product generator block as tokens grow."""
+    import tensorflow as tf
+
+    from ladaformer import GeneratorBlock
+    rows = []
+    token_counts = [256, 1024, 4096] if args.quick else [256, 1024, 4096, 16384]
+    for attention in ('lada', 'dot'):
+        block = GeneratorBlock(128, 4, 256, attention=attention)
+        for tokens in token_counts:
+            x = tf.random.normal([4, tokens, 128])
+            z = tf.random.normal([4, 128])
+
+            @tf.function(jit_compile=True)
+            def forward_backward(x, z):
+                with tf.GradientTape() as tape:
+                    out, _ = block([x, z])
+                    loss = tf.reduce_mean(tf.square(out))
+                return tape.gradient(loss, block.trainable_variables)[0]
+            try:
+                first, median = _time_steps(lambda: forward_backward(x, z).numpy(), 3)
+                rows.append(row(f'{attention} block, {tokens} tokens', 1000 * median, 'ms',
+                                'batch 4, width 128, 4 heads, forward+backward'))
+            except (tf.errors.ResourceExhaustedError, MemoryError):
+                rows.append(row(f'{attention} block, {tokens} tokens', float('nan'), 'ms',
+                                'out of memory'))
+    return rows
+
+
+# ---------------------------------------------------------------------------- runner
+
+def format_table(results):
+    header = ('section', 'metric', 'value', 'unit', 'note')
+    lines = [(r['section'], r['metric'], f'{r["value"]:.4g}' if isinstance(r['value'], float) else str(r['value']),
+              r['unit'], r.get('note', '')) for r in results]
+    widths = [max(len(str(cells[i])) for cells in [header] + lines) for i in range(len(header))]
+    text = [' | '.join(str(cell).ljust(width) for cell, width in zip(cells, widths)).rstrip()
+            for cells in [header] + lines]
+    text.insert(1, '-+-'.join('-' * width for width in widths))
+    return '\n'.join(text)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description='ladagan benchmarks')
+    parser.add_argument('--only', default=None,
+                        help=f'comma-separated sections to run (available: {", ".join(SECTIONS)})')
+    parser.add_argument('--quick', action='store_true', help='smaller sizes for a fast check')
+    parser.add_argument('--json', default=None, metavar='OUT', help='also write the results as JSON')
+    parser.add_argument('--presets', default=None,
+                        help='comma-separated presets for train/generate (default: the released '
+                             'ones; tiny with --quick)')
+    parser.add_argument('--batch_size', type=int, default=32, help='training batch size')
+    parser.add_argument('--steps', type=int, default=10, help='timed training steps per preset')
+    parser.add_argument('--precision', default='float32',
+                        choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
+    args = parser.parse_args(argv)
+    args.sections = list(SECTIONS) if args.only is None else [name.strip() for name in args.only.split(',') if name.strip()]
+    unknown = [name for name in args.sections if name not in SECTIONS]
+    if unknown or not args.sections:
+        parser.error(f'--only {args.only!r} names no known section; available: {", ".join(SECTIONS)}')
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    results = []
+    for name in args.sections:
+        print(f'== {name}', file=sys.stderr)
+        start = time.perf_counter()
+        for result in SECTIONS[name](args):
+            results.append({'section': name, **result})
+        print(f'== {name} done in {time.perf_counter() - start:.1f} s', file=sys.stderr)
+    print(format_table(results))
+    if args.json:
+        meta = {'quick': args.quick, 'python': platform.python_version(), 'machine': platform.machine(),
+                'cpu_count': os.cpu_count(), 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+        with open(args.json, 'w') as file:
+            json.dump({'meta': meta, 'results': results}, file, indent=2)
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

