@@ -59,6 +59,7 @@ config = {
     'seed': 0,                    # seed of weights, noise, augmentation and data order
     'jit': True,                  # compile the train step with XLA
     'precision': 'float32',       # 'float32', 'mixed_float16' (loss scaling) or 'mixed_bfloat16'
+    'nan_retries': 0,             # ours: on NaN, 0 stops; N: restore last ckpt at half the lrs, N times
 }
 
 _G_BASE = dict(g_dim=[1024, 256, 64], g_heads=[4, 4, 4], g_mlp=[512, 512, 512], dec_dim=False)
@@ -247,7 +248,7 @@ def validate(values):
     for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
         if not 0.0 <= v[key] < 1.0:
             fail(f'{key}={v[key]} must be in [0, 1)')
-    for key in ('gp_weight', 'cr_weight'):
+    for key in ('gp_weight', 'cr_weight', 'nan_retries'):
         if v[key] < 0:
             fail(f'{key}={v[key]} must not be negative')
     return values

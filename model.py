@@ -108,13 +108,22 @@ class Generator(keras.Model):
         self.pos_emb_32 = PositionEmbedding(1024, d2, initializer, name='pos_emb_32')
         self.block_32 = GeneratorBlock(d2, heads[2], mlp_dim[2], initializer, attention,
                                        name='block_32')
-        # Conv decoder: per stage nearest x2 -> Conv3x3 -> BN -> LeakyReLU(0.2).
-        self.dec_convs = [_conv(f, 3, initializer, f'dec_conv_{i}')
-                          for i, f in enumerate(self.dec_dim or [])]
-        self.dec_norms = [_batch_norm(f'dec_bn_{i}') for i in range(len(self.dec_convs))]
+        # Conv decoder: per stage nearest x2 -> Conv3x3 -> BN -> LeakyReLU(0.2). Each layer is
+        # its own attribute: tf.train.Checkpoint does not follow Keras-tracked Python lists.
+        for i, filters in enumerate(self.dec_dim or []):
+            setattr(self, f'dec_conv_{i}', _conv(filters, 3, initializer, f'dec_conv_{i}'))
+            setattr(self, f'dec_bn_{i}', _batch_norm(f'dec_bn_{i}'))
         self.patch_size = 1 if self.dec_dim else img_size // 32
         self.ch_conv = _conv(3, 3, initializer, 'ch_conv')
         self.build((None, noise_dim))
+
+    @property
+    def dec_convs(self):
+        return [getattr(self, f'dec_conv_{i}') for i in range(len(self.dec_dim or []))]
+
+    @property
+    def dec_norms(self):
+        return [getattr(self, f'dec_bn_{i}') for i in range(len(self.dec_dim or []))]
 
     def build(self, input_shape):
         # Build every sublayer now (not on first call) so checkpoints can be loaded at once.
@@ -209,8 +218,10 @@ class Discriminator(keras.Model):
         self.initializer = initializer
         self.attention = attention
         self.inp_conv = _conv(enc_dim[0], 3, initializer, 'inp_conv', use_bias=False)
-        self.encoder = [DownBlock(f, initializer, name=f'down_block_{i}')
-                        for i, f in enumerate(enc_dim[1:])]
+        # One attribute per block: tf.train.Checkpoint does not follow Keras-tracked lists.
+        for i, filters in enumerate(enc_dim[1:]):
+            setattr(self, f'down_block_{i}', DownBlock(filters, initializer,
+                                                       name=f'down_block_{i}'))
         self.pos_emb_8 = PositionEmbedding(256, enc_dim[-1], initializer, name='pos_emb_8')
         self.block_8 = DiscriminatorBlock(enc_dim[-1], heads, mlp_dim, initializer, attention,
                                           name='block_8')
@@ -218,6 +229,10 @@ class Discriminator(keras.Model):
         self.out_conv1 = _conv(out_dim[1], 1, initializer, 'out_conv1', use_bias=False)
         self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid')
         self.build((None, img_size, img_size, 3))
+
+    @property
+    def encoder(self):
+        return [getattr(self, f'down_block_{i}') for i in range(len(self.enc_dim) - 1)]
 
     def build(self, input_shape):
         super().build(input_shape)

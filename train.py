@@ -542,7 +542,7 @@ def train(conf, resumed, args, strategy=None):
             named.update((weight.path, weight) for weight in net.weights)
         return utils.non_finite_names(named)
 
-    def diverged(bad_names):
+    def divergence_report(bad_names):
         shown = ', '.join(bad_names[:3]) + (f' and {len(bad_names) - 3} more'
                                             if len(bad_names) > 3 else '')
         return f'non-finite {shown} at step {step} ({step * batch:,} images)'
@@ -551,7 +551,7 @@ def train(conf, resumed, args, strategy=None):
         """Restore the last checkpoint at halved learning rates (at most nan_retries times in
         all), or raise TrainingDivergedError naming the step and the last good checkpoint."""
         nonlocal step, saved_step, nan_restores, interval_start, interval_images
-        what = diverged(bad_names)
+        what = divergence_report(bad_names)
         last_good = latest_manager.latest_checkpoint
         if not may_restore or last_good is None or nan_restores >= conf.nan_retries:
             tried = (f' after {nan_restores} restore(s) at halved learning rates'

@@ -13,6 +13,10 @@ class UserError(ValueError):
     """Bad user input (paths, options, data); the CLI reports it and exits with code 2."""
 
 
+class TrainingDivergedError(RuntimeError):
+    """A non-finite loss or weight during training; the CLI reports it and exits with code 1."""
+
+
 # ============================================================================
 # DATA
 # ============================================================================
@@ -305,6 +309,24 @@ def _check_some_decodable(files, img_size, center_crop, sample_size=32):
     if all(_try_decode(path, img_size, center_crop)[0] is None for path in sample):
         raise UserError(f'None of the first {len(sample)} image files could be decoded '
                         f'(e.g. {sample[0]!r}); check the dataset path.')
+
+
+def check_train_images(file_pattern, img_size, batch_size, center_crop=False):
+    """Cheap up-front check of a training set (exists, enough files, a sample decodes), so a CLI
+    can refuse bad input before it creates anything; raises UserError."""
+    files = list_image_files(file_pattern)
+    _check_enough_images(len(files), batch_size, file_pattern)
+    _check_some_decodable(files, img_size, center_crop)
+
+
+def check_fid_images(pattern_or_dir, n_fid_real, option):
+    """Raise UserError unless `pattern_or_dir` (given as `option`, e.g. '--eval_dir') holds at
+    least n_fid_real image files: a file count, no decoding."""
+    count = len(list_image_files(pattern_or_dir))
+    if count < n_fid_real:
+        raise UserError(f'{option} {str(pattern_or_dir)!r} holds {count} images but the '
+                        f'in-training FID needs n_fid_real={n_fid_real}; give at least that many, '
+                        f'lower it with --set n_fid_real={count}, or turn FID off with --fid_inter 0.')
 
 
 def _gather_batch(images, batch_indices, img_size):
@@ -908,6 +930,118 @@ def load_run_generator(model_dir, ckpt='best', ema=True):
     status = tf.train.Checkpoint(**{name: generator}).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return conf, generator
+
+
+def checkpoint_scalar(prefix, name):
+    """Scalar variable `name` ('n_images', 'fid', 'best_fid') of one of our checkpoints, or None."""
+    import tensorflow as tf
+    reader = tf.train.load_checkpoint(prefix)
+    key = name + _OFFICIAL_SUFFIX
+    return reader.get_tensor(key).item() if reader.has_tensor(key) else None
+
+
+def _error_summary(error, limit=200):
+    """First line of an exception's message (TF errors carry long multi-line ones)."""
+    text = str(getattr(error, 'message', None) or error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line if len(line) <= limit else line[:limit] + '...'
+
+
+def check_run_checkpoints(model_dir, conf):
+    """Raise UserError unless the checkpoints a resume of `model_dir` reads (latest and best) are
+    named by a readable state file, complete, uncorrupted and fit the models `conf` builds.
+    Reads only.
+
+    A kill cannot cause any of these: TF writes a checkpoint under `<prefix>_temp/`, renames it
+    into place, and only then replaces the `checkpoint` state file (write, then rename), so the
+    state always names a complete checkpoint (tests/test_robustness.py kills saves to check).
+    This catches damage from outside: a truncated copy, a full disk, files of another run."""
+    import tensorflow as tf
+
+    prefixes = []
+    for folder_name in ('training-checkpoints', 'best-training-checkpoints'):
+        folder = os.path.join(model_dir, folder_name)
+        state_path = os.path.join(folder, 'checkpoint')
+        if not os.path.exists(state_path):
+            continue
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel('ERROR')  # TF logs unparsable state as two warnings; we say it in one
+        try:
+            state = tf.train.get_checkpoint_state(folder)
+        except (tf.errors.OpError, ValueError):  # an empty state raises, garbage returns None
+            state = None
+        finally:
+            logger.setLevel(level)
+        if state is None:
+            raise UserError(f'The checkpoint state file {state_path} is corrupt; replace it with '
+                            'one line naming a checkpoint of its folder (model_checkpoint_path: '
+                            '"ckpt-N") or use a new --model_dir.')
+        prefix = state.model_checkpoint_path
+        older = [path for path in state.all_model_checkpoint_paths
+                 if path != prefix and os.path.exists(path + '.index')]
+        fix = (f'point {state_path} at the previous checkpoint {os.path.basename(older[-1])!r}, '
+               'restore the files from a backup, or use a new --model_dir' if older else
+               'restore the files from a backup or use a new --model_dir')
+        if not os.path.exists(prefix + '.index'):
+            raise UserError(f'{state_path} names the checkpoint {prefix}, whose .index file is '
+                            f'missing; {fix}.')
+        try:
+            reader = tf.train.load_checkpoint(prefix)
+            for key in reader.get_variable_to_shape_map():
+                reader.get_tensor(key)  # each read checks the tensor's length and checksum
+        except Exception as err:  # noqa: BLE001 - damaged files raise many different types
+            raise UserError(f'The checkpoint {prefix} is corrupt ({_error_summary(err)}); '
+                            f'{fix}.') from None
+        prefixes.append(prefix)
+    for prefix in prefixes:
+        misfit = _architecture_misfit(prefix, conf)
+        if misfit:
+            raise UserError(f'The checkpoint {prefix} does not fit the model of '
+                            f'{os.path.join(model_dir, "config.json")} ({misfit}); '
+                            'use a new --model_dir.')
+
+
+def _architecture_misfit(prefix, conf):
+    """Why the checkpoint's EMA generator and discriminator do not fit `conf`, or None."""
+    import gc
+
+    import tensorflow as tf
+
+    import model as model_lib
+
+    nets = dict(ema_generator=model_lib.build_generator(conf, name='ema_generator'),
+                discriminator=model_lib.build_discriminator(conf))
+    logger = tf.get_logger()
+    level = logger.level
+    # A failed restore leaves a pending one whose deletion logs every unrestored variable.
+    logger.setLevel('ERROR')
+    try:
+        tf.train.Checkpoint(**nets).read(prefix).expect_partial()
+        return None
+    except (ValueError, tf.errors.OpError) as err:
+        return _error_summary(err)
+    finally:
+        del nets
+        gc.collect()
+        logger.setLevel(level)
+
+
+def non_finite_names(named_values):
+    """Names in {name: number, array, tensor or variable} whose value holds a NaN or an
+    infinity; non-float values (counters, seeds) are skipped."""
+    import tensorflow as tf
+    bad = []
+    for name, value in named_values.items():
+        if isinstance(value, (int, float, np.number, np.ndarray)):
+            finite = bool(np.all(np.isfinite(value)))
+        elif tf.as_dtype(value.dtype).is_floating:
+            finite = bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(value))))
+        else:
+            continue
+        if not finite:
+            bad.append(name)
+    return bad
 
 # ============================================================================
 # PRETRAINED CHECKPOINTS

@@ -1,0 +1,471 @@
+"""Never lose a run: kills at any moment, bad input, NaN losses, seeded repeats, untrusted files.
+
+The crash and determinism tests run `train.py` as a real process (SIGKILL cannot be faked in
+process); the others call `train.main` in process. All use the tiny preset on ~50 small PNGs.
+"""
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+import fid  # noqa: E402
+import train  # noqa: E402
+import utils  # noqa: E402
+
+TRAIN = os.path.join(ROOT, 'train.py')
+TINY = ['--preset', 'tiny', '--set', 'jit=False', '--metrics_inter', '1']
+BATCH = 16  # the tiny preset's batch size
+LR_KEY = 'g_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+# ---------------------------------------------------------------- data and helpers
+
+def _write_noise_images(folder, count, size=32, seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f'noise_{index:03d}.png'))
+    return folder
+
+
+def _write_odd_images(folder):
+    """Grey, RGBA, palette, 16-bit, very large and non-square images, plus one truncated PNG."""
+    Image.new('L', (32, 32), 90).save(os.path.join(folder, 'grey.png'))
+    Image.new('RGBA', (32, 32), (200, 0, 0, 100)).save(os.path.join(folder, 'rgba.png'))
+    palette = Image.new('P', (32, 32), 1)
+    palette.putpalette([0, 0, 0, 30, 140, 250] + [0] * 762)
+    palette.save(os.path.join(folder, 'palette.png'))
+    Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(os.path.join(folder, 'grey16.png'))
+    Image.new('RGB', (3000, 2000), (0, 128, 255)).save(os.path.join(folder, 'very_large.jpg'))
+    Image.new('RGB', (60, 24), (20, 200, 40)).save(os.path.join(folder, 'non_square.png'))
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)).save(
+        buffer, 'PNG')
+    with open(os.path.join(folder, 'truncated.png'), 'wb') as f:
+        f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    """40 noise PNGs and the odd images: 47 files, of which 46 decode."""
+    folder = _write_noise_images(str(tmp_path_factory.mktemp('robust_data')), 40)
+    _write_odd_images(folder)
+    return folder
+
+
+@pytest.fixture(scope='module')
+def finished_run(tmp_path_factory, dataset):
+    """A complete seeded 2-step run (in this process) with a checkpoint after each step:
+    (folder, its command line)."""
+    run = str(tmp_path_factory.mktemp('robust_runs') / 'run')
+    args = TINY + ['--file_pattern', dataset, '--fid_inter', '0', '--ckpt_inter', '1',
+                   '--total_iter', '2', '--seed', '3', '--model_dir', run]
+    # The odd images train; the truncated one is skipped and counted.
+    with pytest.warns(utils.SkippedImagesWarning, match='Skipped 1 of 47 image files'):
+        assert train.main(args) == 0
+    return run, args
+
+
+def _tree(path):
+    """{relative path: (size, mtime)} of every file under `path`, or None when it is missing."""
+    if not os.path.exists(path):
+        return None
+    files = {}
+    for folder, _, names in os.walk(path):
+        for name in names:
+            full = os.path.join(folder, name)
+            status = os.stat(full)
+            files[os.path.relpath(full, path)] = (status.st_size, status.st_mtime_ns)
+    return files
+
+
+def _metrics(run):
+    with open(os.path.join(run, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]  # every line must parse
+
+
+def _latest(ckpt_dir):
+    """(prefix, images seen) of the checkpoint the state file names, or (None, 0)."""
+    prefix = tf.train.latest_checkpoint(ckpt_dir)
+    return (prefix, int(prefix.rsplit('-', 1)[1])) if prefix else (None, 0)
+
+
+def _weights_finite(prefix):
+    """Whether every float variable of a checkpoint but the FIDs (NaN/inf when off) is finite."""
+    reader = tf.train.load_checkpoint(prefix)
+    return all(np.all(np.isfinite(reader.get_tensor(key)))
+               for key, dtype in reader.get_variable_to_dtype_map().items()
+               if dtype.is_floating and not key.startswith(('fid/', 'best_fid/')))
+
+
+# ---------------------------------------------------------------- bad input
+
+def _truncate(path):
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:len(data) // 2])
+
+
+def _write(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def _data_file(run):
+    prefix, _ = _latest(os.path.join(run, 'training-checkpoints'))
+    return prefix + '.data-00000-of-00001'
+
+
+def _corrupt_images(tmp):
+    folder = os.path.join(tmp, 'corrupt')
+    os.makedirs(folder)
+    for index in range(20):
+        _write(os.path.join(folder, f'{index}.png'), 'not an image')
+    return folder
+
+
+def _few_images(tmp):
+    return _write_noise_images(os.path.join(tmp, 'few'), 5)
+
+
+# (name, extra arguments given (tmp dir, dataset), mutation of the resumed run or None for a
+# fresh --model_dir, words the one-line error must hold). A resumed case starts from the
+# command that made `finished_run`, so only the named change differs.
+BAD_INPUTS = [
+    ('missing dataset', lambda tmp, data: ['--file_pattern', os.path.join(tmp, 'nope')], None,
+     'does not exist'),
+    ('empty dataset', lambda tmp, data: ['--file_pattern', tmp], None, 'No images found'),
+    ('only corrupt files', lambda tmp, data: ['--file_pattern', _corrupt_images(tmp)], None,
+     'could be decoded'),
+    ('eval_dir too small', lambda tmp, data: ['--file_pattern', data, '--fid_inter', '10',
+                                              '--eval_dir', _few_images(tmp)], None,
+     'holds 5 images but the in-training FID needs n_fid_real=500'),
+    ('unsupported img_size', lambda tmp, data: ['--file_pattern', data, '--set', 'img_size=48'],
+     None, 'img_size=48 is not supported'),
+    ('dims vs heads', lambda tmp, data: ['--file_pattern', data, '--set', 'g_heads=[3,2,2]'],
+     None, 'g_dim[0]=64 is not divisible by g_heads[0]=3'),
+    ('dims vs size', lambda tmp, data: ['--file_pattern', data, '--set', 'img_size=64'], None,
+     'd_enc_dim=[16, 32] must have 3 entries for img_size 64'),
+    ('unknown preset', lambda tmp, data: ['--file_pattern', data, '--preset', 'huge'], None,
+     "unknown preset 'huge'"),
+    ('unknown key', lambda tmp, data: ['--file_pattern', data, '--set', 'batchsize=8'], None,
+     "unknown config key 'batchsize'"),
+    ('wrong type', lambda tmp, data: ['--file_pattern', data, '--set', 'batch_size=1.5'], None,
+     'batch_size=1.5 has the wrong type'),
+    ('corrupt config.json', lambda tmp, data: [],
+     lambda run: _write(os.path.join(run, 'config.json'), '{"img_size": 32,'),
+     'is not a valid LadaGAN config'),
+    ('config.json not an object', lambda tmp, data: [],
+     lambda run: _write(os.path.join(run, 'config.json'), 'null'), 'not a JSON object'),
+    ('truncated checkpoint', lambda tmp, data: [], lambda run: _truncate(_data_file(run)),
+     "is corrupt (Read less bytes than requested); point"),
+    ('corrupt checkpoint state', lambda tmp, data: [],
+     lambda run: _write(os.path.join(run, 'training-checkpoints', 'checkpoint'), 'garbage{'),
+     'checkpoint state file'),
+    ('other architecture', lambda tmp, data: ['--preset', 'cifar10'], None,
+     'holds a run with'),
+]
+
+
+@pytest.mark.parametrize('name, extra_args, mutate, message', BAD_INPUTS,
+                         ids=[case[0] for case in BAD_INPUTS])
+def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(
+        name, extra_args, mutate, message, tmp_path, finished_run, dataset, capsys):
+    if mutate is None and name != 'other architecture':
+        run = str(tmp_path / 'fresh_run')
+        args = TINY + ['--fid_inter', '0', '--model_dir', run]
+    else:  # a resume of an existing run
+        run = str(tmp_path / 'run')
+        shutil.copytree(finished_run[0], run)
+        if mutate is not None:
+            mutate(run)
+        args = [arg if arg != finished_run[0] else run for arg in finished_run[1]]
+    args = args + extra_args(str(tmp_path), dataset)
+    before = _tree(run)
+    capsys.readouterr()
+    assert train.main(args) == 2
+    err = capsys.readouterr().err
+    error_lines = [line for line in err.splitlines() if line.startswith('error: ')]
+    assert len(error_lines) == 1 and message in error_lines[0], err
+    assert 'Traceback' not in err
+    assert _tree(run) == before
+
+
+def test_bad_input_from_the_real_command_line(tmp_path):
+    """The same answer from a process: exit code 2, one `error:` line, no traceback."""
+    run = str(tmp_path / 'run')
+    result = subprocess.run([sys.executable, TRAIN, '--preset', 'tiny', '--set', 'jit=yes',
+                             '--model_dir', run], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        'error: --set jit=yes is not a valid value: it must be True or False')
+    assert 'Traceback' not in result.stderr and not os.path.exists(run)
+
+
+# ---------------------------------------------------------------- kills and signals
+
+def _wait_for(condition, process, timeout, what):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        if process.poll() is not None:
+            raise AssertionError(f'train.py exited ({process.returncode}) before {what}')
+        time.sleep(0.002)
+    raise AssertionError(f'timed out waiting for {what}')
+
+
+def _start(command, log_path):
+    log = open(log_path, 'w')
+    return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT), log
+
+
+def _read(path):
+    with open(path, errors='replace') as f:
+        return f.read()
+
+
+def test_sigkill_at_any_moment_then_the_same_command_resumes(tmp_path, dataset):
+    run = str(tmp_path / 'run')
+    ckpt_dir = os.path.join(run, 'training-checkpoints')
+    command = [sys.executable, TRAIN] + TINY + [
+        '--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0', '--ckpt_inter', '1',
+        '--total_iter', '1000']
+
+    def saving():  # TF writes a checkpoint into <prefix>_temp/ before renaming it into place
+        return os.path.isdir(ckpt_dir) and any(name.endswith('_temp')
+                                               for name in os.listdir(ckpt_dir))
+
+    # 1. SIGKILL while a checkpoint is being written (after a first complete one). It has
+    # landed mid-write when the temporary folder outlives the process; else try again.
+    landed_mid_write = False
+    for attempt in range(3):
+        process, log = _start(command, tmp_path / f'log1_{attempt}.txt')
+        try:
+            _wait_for(lambda: _latest(ckpt_dir)[0], process, 240, 'a first checkpoint')
+            _wait_for(saving, process, 60, 'a checkpoint write')
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+            log.close()
+        if saving():
+            landed_mid_write = True
+            break
+    assert landed_mid_write
+    seen_at_kill = _latest(ckpt_dir)[1]
+    assert seen_at_kill >= BATCH
+
+    # 2. The same command resumes from the last complete checkpoint; kill it again at another
+    # moment, right after a newer checkpoint's state is written (samples, metrics, sweep).
+    process, log = _start(command, tmp_path / 'log2.txt')
+    try:
+        _wait_for(lambda: _latest(ckpt_dir)[1] > seen_at_kill, process, 240,
+                  'a checkpoint after the resume')
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        log.close()
+    out = _read(tmp_path / 'log2.txt')
+    assert f'Resumed from {ckpt_dir}/ckpt-{seen_at_kill}: {seen_at_kill:,} images seen' in out
+    seen_at_kill_2 = _latest(ckpt_dir)[1]
+
+    # 3. Again, and this time SIGTERM: a checkpoint is saved before the process exits.
+    process, log = _start(command, tmp_path / 'log3.txt')
+    try:
+        _wait_for(lambda: _latest(ckpt_dir)[1] > seen_at_kill_2, process, 240,
+                  'a checkpoint after the second resume')
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=120) == 0
+    finally:
+        log.close()
+    out = _read(tmp_path / 'log3.txt')
+    assert f'Resumed from {ckpt_dir}/ckpt-{seen_at_kill_2}: {seen_at_kill_2:,} images seen' in out
+    stopped = re.search(r'Stopped on signal 15; the checkpoint at ([\d,]+) images is saved', out)
+    assert stopped, out
+    final_prefix, final_seen = _latest(ckpt_dir)
+    assert final_seen == int(stopped.group(1).replace(',', '')) > seen_at_kill_2
+    assert _weights_finite(final_prefix)
+
+    # Images seen only ever continue: the records of steps a kill undid were dropped.
+    seen = [record['n_images'] for record in _metrics(run)]
+    assert seen == list(range(BATCH, final_seen + 1, BATCH))
+
+
+def test_a_kill_between_the_best_and_the_latest_save_resumes_from_the_best(
+        tmp_path, finished_run, capsys):
+    """evaluate_and_save writes the best checkpoint, then the latest one; a kill in between
+    leaves the best one newer. Made by hand from `finished_run`: its ckpt-32 becomes the
+    best checkpoint and the latest folder goes back to ckpt-16."""
+    run = str(tmp_path / 'run')
+    shutil.copytree(finished_run[0], run)
+    latest_dir = os.path.join(run, 'training-checkpoints')
+    best_dir = os.path.join(run, 'best-training-checkpoints')
+    os.makedirs(best_dir)
+    for name in os.listdir(latest_dir):
+        if name.startswith(f'ckpt-{2 * BATCH}.'):
+            shutil.move(os.path.join(latest_dir, name), best_dir)
+    _write(os.path.join(best_dir, 'checkpoint'), f'model_checkpoint_path: "ckpt-{2 * BATCH}"\n')
+    _write(os.path.join(latest_dir, 'checkpoint'), f'model_checkpoint_path: "ckpt-{BATCH}"\n')
+    args = [run if arg == finished_run[0] else arg for arg in finished_run[1]]
+    args[args.index('--total_iter') + 1] = '3'
+    capsys.readouterr()
+    assert train.main(args) == 0
+    out = capsys.readouterr().out
+    assert f'Resumed from {best_dir}/ckpt-{2 * BATCH} instead, the newer checkpoint: 32 images' in out
+    assert _latest(latest_dir)[1] == 3 * BATCH
+    records = _metrics(run)
+    assert [record['n_images'] for record in records] == [16, 32, 48]
+    assert records[:2] == _metrics(finished_run[0])  # step 2 was kept, not replayed
+
+
+# ---------------------------------------------------------------- NaN guard
+
+class _FakeFID:
+    """Stands in for the FID evaluator: every evaluation is better than the one before."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, conf, eval_source, model_dir):
+        def evaluate(generator):
+            self.calls += 1
+            return 100.0 / self.calls
+        return evaluate
+
+
+def _inject_nan(monkeypatch, turns_nan):
+    """After the train steps (counted over restores) for which `turns_nan(call)` holds, a
+    discriminator weight turns NaN, as a diverging update would make it."""
+    original = train.LadaGAN.train_step
+    calls = {'count': 0}
+
+    def train_step(self, *args, **kwargs):
+        metrics = original(self, *args, **kwargs)
+        calls['count'] += 1
+        if turns_nan(calls['count']):
+            weight = self.discriminator.trainable_weights[0]
+            weight.assign(weight * float('nan'))
+        return metrics
+    monkeypatch.setattr(train.LadaGAN, 'train_step', train_step)
+
+
+def _stop_message(step, retries, last_good):
+    tried = f' after {retries} restore(s) at halved learning rates' if retries else ''
+    return (f'error: Training diverged: non-finite discriminator/inp_conv/kernel at step {step} '
+            f'({step * BATCH} images){tried}; the last good checkpoint is {last_good}; start a '
+            'new --model_dir with lower g_lr and d_lr, or with --set nan_retries=N to restore '
+            'and halve them automatically.')
+
+
+@pytest.mark.parametrize('nan_retries', [0, 1])
+def test_non_finite_values_stop_or_restore_and_are_never_saved(
+        nan_retries, tmp_path, dataset, monkeypatch, capsys):
+    run = str(tmp_path / 'run')
+    latest_dir = os.path.join(run, 'training-checkpoints')
+    best_dir = os.path.join(run, 'best-training-checkpoints')
+    monkeypatch.setattr(train, 'make_fid_evaluator', _FakeFID())
+    # Plots are not under test here and cost seconds per checkpoint.
+    monkeypatch.setattr(utils, 'save_attention_maps', lambda *args, **kwargs: None)
+    # Steps 1-2, save, step 3 turns NaN; with a retry: restore to step 2, steps 3-4, save,
+    # step 5 turns NaN again and the one retry is spent.
+    _inject_nan(monkeypatch, lambda call: call == 3 or (nan_retries and call >= 6))
+    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2',
+                   '--total_iter', '6', '--set', 'n_fid_real=40',
+                   '--set', f'nan_retries={nan_retries}']
+    assert train.main(args) == 1
+    out, err = capsys.readouterr()
+    if nan_retries:
+        restored = os.path.join(latest_dir, f'ckpt-{2 * BATCH}')
+        assert (f'non-finite discriminator/inp_conv/kernel at step 3 ({3 * BATCH} images): '
+                f'restored {restored} with the learning rates halved to g_lr=0.0001, '
+                'd_lr=0.0001 (restore 1 of at most 1)') in out
+        last_good, seen = _latest(latest_dir)
+        assert err.strip().splitlines()[-1] == _stop_message(5, 1, last_good)
+        assert seen == 4 * BATCH  # trained on after the restore
+        assert tf.train.load_checkpoint(last_good).get_tensor(LR_KEY) == np.float32(0.0001)
+    else:
+        last_good, seen = _latest(latest_dir)
+        assert err.strip().splitlines()[-1] == _stop_message(3, 0, last_good)
+        assert seen == 2 * BATCH
+    # The best checkpoint is the last good one (each FID beats the one before), never a NaN one.
+    assert _latest(best_dir)[1] == seen
+    for folder in (latest_dir, best_dir):
+        for name in os.listdir(folder):
+            if name.endswith('.index'):
+                assert _weights_finite(os.path.join(folder, name[:-len('.index')]))
+    records = _metrics(run)
+    assert [r['n_images'] for r in records if 'd_loss' in r] == list(range(BATCH, seen + 1, BATCH))
+    assert all(np.isfinite(value) for record in records for value in record.values())
+
+
+# ---------------------------------------------------------------- determinism
+
+def test_same_seed_gives_identical_losses_on_cpu(tmp_path, finished_run):
+    """`finished_run` trained in this process; the same command in a new process repeats it."""
+    run, args = finished_run
+    repeat = str(tmp_path / 'repeat')
+    result = subprocess.run([sys.executable, TRAIN] + [repeat if arg == run else arg
+                                                       for arg in args],
+                            capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert result.returncode == 0, result.stderr
+    losses = []
+    for folder in (run, repeat):
+        with open(os.path.join(folder, 'config.json')) as f:
+            assert json.load(f)['seed'] == 3
+        losses.append([{key: value for key, value in record.items() if key != 'images_per_sec'}
+                       for record in _metrics(folder)])
+    assert len(losses[0]) == 2 and losses[0] == losses[1]
+
+
+# ---------------------------------------------------------------- untrusted files
+
+class _Payload:
+    """Unpickling this would create a marker file: proof that code from the file ran."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, 'w'))
+
+
+def test_statistics_file_with_a_pickle_is_refused_without_running_it(tmp_path):
+    marker = str(tmp_path / 'code_ran')
+    path = str(tmp_path / 'stats.npz')
+    payload = np.array([_Payload(marker)], dtype=object)
+    np.savez(path, mu=payload, sigma=np.eye(2))
+    with pytest.raises(fid.FIDError):
+        fid.load_statistics(path)
+    assert not os.path.exists(marker)
+    with open(path, 'rb') as f:  # np.savez pickled the payload into the file
+        assert b'code_ran' in f.read()
+
+
+# ---------------------------------------------------------------- what a checkpoint holds
+
+def test_checkpoint_holds_every_weight(tmp_path):
+    import config
+    import model
+    conf = config.make_config('tiny', img_size=64, dec_dim=[16], d_enc_dim=[8, 16, 32])
+    nets = dict(ema_generator=model.build_generator(conf, name='ema_generator'),
+                discriminator=model.build_discriminator(conf))
+    prefix = tf.train.Checkpoint(**nets).write(str(tmp_path / 'ckpt'))
+    stored = [key for key in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+              if key.endswith('/.ATTRIBUTES/VARIABLE_VALUE')]
+    assert len(stored) == sum(len(net.weights) for net in nets.values())
