@@ -438,8 +438,11 @@ def train(conf, resumed, args, strategy=None):
     file_pattern = utils.openmoji_dataset(conf.img_size) if demo else args.file_pattern
     dataset = make_distributed_dataset(strategy, file_pattern, conf)
     if not resumed and chief:
-        with open(os.path.join(model_dir, 'config.json'), 'w') as f:
+        # Temp file then rename: a kill mid-write must not leave a half config.json behind.
+        config_path = os.path.join(model_dir, 'config.json')
+        with open(config_path + '.tmp', 'w') as f:
             f.write(conf.to_json())
+        os.replace(config_path + '.tmp', config_path)
     print(conf.to_json())
 
     with strategy.scope():
