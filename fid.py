@@ -950,27 +950,19 @@ def select_files(paths, num=None, seed=0):
     return [paths[index] for index in sorted(chosen)]
 
 
-def load_image_uint8(path, img_size=None):
-    """(H, W, 3) uint8 RGB of an image file; alpha composited on white; resized if img_size.
-
-    Resizing is bilinear without antialiasing (tf.image.resize, as the official LadaGAN
-    FID code resizes its real images), then rounded back to uint8.
+def load_image_uint8(path, img_size=None, center_crop=False):
+    """(H, W, 3) uint8 RGB of an image file, decoded by the training pipeline's own code
+    (utils: any mode to RGB, alpha on white); with img_size, center-cropped if asked and
+    resized exactly as the training images are, so real statistics see what D sees.
     """
+    import utils
     try:
-        image = Image.open(path)
-        image.load()
-    except (OSError, Image.DecompressionBombError) as error:
+        if img_size is not None:
+            return utils.decode_image(path, img_size, center_crop=center_crop)
+        with Image.open(path) as image:
+            return utils.pil_to_rgb_uint8(image)
+    except (OSError, ValueError, Image.DecompressionBombError) as error:
         raise FIDError(f'Image file {path!r} could not be decoded ({error}).') from error
-    with image:
-        if image.mode in ('RGBA', 'LA', 'PA') or (image.mode == 'P' and 'transparency' in image.info):
-            rgba = image.convert('RGBA')
-            white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
-            image = Image.alpha_composite(white, rgba)
-        pixels = np.asarray(image.convert('RGB'), dtype=np.uint8)
-    if img_size is not None and pixels.shape[:2] != (img_size, img_size):
-        resized = tf.image.resize(pixels, (img_size, img_size), method='bilinear', antialias=False)
-        pixels = np.clip(np.round(resized.numpy()), 0, 255).astype(np.uint8)
-    return pixels
 
 
 def quantize_images(images):
@@ -997,10 +989,11 @@ def make_sample_fn(generator, noise_dim, seed=None):
     return sample_fn
 
 
-def _image_file_batches(paths, img_size, batch_size):
+def _image_file_batches(paths, img_size, batch_size, center_crop=False):
     first_shape = None
     for start in range(0, len(paths), batch_size):
-        images = [load_image_uint8(path, img_size) for path in paths[start:start + batch_size]]
+        images = [load_image_uint8(path, img_size, center_crop)
+                  for path in paths[start:start + batch_size]]
         first_shape = first_shape or images[0].shape
         for path, image in zip(paths[start:start + batch_size], images):
             if image.shape != first_shape:
@@ -1010,12 +1003,13 @@ def _image_file_batches(paths, img_size, batch_size):
 
 
 def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='Inception features',
-                          progress=True):
-    """(N, 2048) features of image files (each resized to img_size first if given)."""
+                          progress=True, center_crop=False):
+    """(N, 2048) features of image files (each center-cropped if asked and resized to img_size
+    first if given, as the training data)."""
     features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
     with tqdm(total=len(paths), desc=desc, unit='img', disable=not progress) as bar:
         start = 0
-        for batch in _image_file_batches(paths, img_size, batch_size):
+        for batch in _image_file_batches(paths, img_size, batch_size, center_crop):
             features[start:start + len(batch)] = extractor(batch)
             start += len(batch)
             bar.update(len(batch))
@@ -1107,6 +1101,7 @@ class FIDEvaluator:
         keras_weights: passed to keras.applications.InceptionV3 (keras backbone).
         seed: picks the real subset when n_real < number of files.
         progress: show tqdm progress bars.
+        center_crop: crop real images to a centred square before resizing (as training does).
 
     Real statistics are computed once per key (file list with sizes and mtimes,
     image count, img_size, backbone) and stored as .npz; later evaluations, also in
@@ -1122,7 +1117,7 @@ class FIDEvaluator:
 
     def __init__(self, real_source, img_size, n_real=None, n_gen=None, backbone='standard',
                  batch_size=50, cache_dir=None, compute_kid=False, inception_weights=None,
-                 keras_weights='imagenet', seed=0, progress=True):
+                 keras_weights='imagenet', seed=0, progress=True, center_crop=False):
         if backbone not in BACKBONES:
             raise FIDError(f'Backbone {backbone!r} is unknown; use one of {", ".join(BACKBONES)}.')
         if batch_size < 1:
@@ -1140,6 +1135,7 @@ class FIDEvaluator:
         self.cache_dir = cache_dir or os.path.join(default_cache_dir(), 'fid_stats')
         self.compute_kid = compute_kid
         self.progress = progress
+        self.center_crop = bool(center_crop)  # real images are cropped as the training data
         self.extractor = get_feature_extractor(backbone, inception_weights, keras_weights)
         self._real = None
 
@@ -1150,7 +1146,8 @@ class FIDEvaluator:
             status = os.stat(path)
             files.append([os.path.abspath(path), status.st_size, status.st_mtime_ns])
         description = {'version': STATS_CACHE_VERSION, 'backbone': self.extractor.cache_tag,
-                       'img_size': self.img_size, 'n_real': self.n_real, 'files': files}
+                       'img_size': self.img_size, 'n_real': self.n_real, 'files': files,
+                       'center_crop': self.center_crop}
         return hashlib.sha256(json.dumps(description, sort_keys=True).encode()).hexdigest()
 
     def cache_path(self):
@@ -1172,7 +1169,8 @@ class FIDEvaluator:
                 self._real = cached
                 return self._real
         features = extract_file_features(self.real_files, self.extractor, self.img_size, self.batch_size,
-                                         desc='FID real features', progress=self.progress)
+                                         desc='FID real features', progress=self.progress,
+                                         center_crop=self.center_crop)
         mu, sigma = activation_statistics(features)
         save_statistics(path, mu, sigma, features if self.compute_kid else None,
                         backbone=self.backbone, img_size=self.img_size, n_images=self.n_real)

@@ -652,7 +652,7 @@ def make_fid_evaluator(conf, eval_source, model_dir):
         evaluator = fid_lib.FIDEvaluator(
             backbone=conf.fid_backbone, real_source=eval_source, img_size=conf.img_size,
             n_real=conf.n_fid_real, n_gen=conf.n_fid_gen, batch_size=conf.fid_batch_size,
-            cache_dir=os.path.join(model_dir, 'fid-stats'))
+            cache_dir=os.path.join(model_dir, 'fid-stats'), center_crop=conf.center_crop)
     except (utils.UserError, fid_lib.FIDError, OSError, RuntimeError) as err:
         tqdm.write(f'FID disabled: {err}')
         return None

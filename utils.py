@@ -74,7 +74,7 @@ def dataset_fingerprint(files):
     return digest.hexdigest()[:16]
 
 
-def _to_rgb_uint8(image):
+def pil_to_rgb_uint8(image):
     """Any Pillow image -> (H, W, 3) uint8 RGB; alpha is composited on white, 16-bit scaled to 8-bit."""
     from PIL import Image
 
@@ -146,7 +146,7 @@ def decode_image(path, img_size, center_crop=False):
         if image.format == 'JPEG' and short_side > target:
             # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping the short side >= target.
             image.draft('RGB', (-(-width * target // short_side), -(-height * target // short_side)))
-        pixels = _to_rgb_uint8(image)  # (H, W, 3)
+        pixels = pil_to_rgb_uint8(image)  # (H, W, 3)
     reduce_factor = min(pixels.shape[:2]) // target
     if reduce_factor >= 2:
         pixels = np.asarray(Image.fromarray(pixels).reduce(reduce_factor))  # box filter
