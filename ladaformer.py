@@ -61,17 +61,32 @@ class LadaAttention(_ProjectedAttention):
         self.q_attn.build(input_shape)
 
     def call(self, x):
+        # Computed in an equivalent order that skips the per-token query (the official code
+        # forms Q = x Wq + bq for every token). Q only enters through
+        #   logits = Q Wa + ba = x (Wq Wa) + (bq Wa + ba)            and
+        #   g_h = sum_i alpha_ih Q_ih = (sum_i alpha_ih x_i) Wq_h + bq_h   (sum_i alpha_ih = 1),
+        # so one fused x [Wk | Wv | Wq Wa] matmul and a per-image (H, D) x (D, d) product replace
+        # four token-wise projections: 3D^2 + DH instead of 4D^2 + DH MACs per token, same math.
         n_tokens = tf.shape(x)[1]
-        q, k, v = self.wq(x), self.wk(x), self.wv(x)                # (B, N, D)
-        logits = self.q_attn(q) / math.sqrt(self.head_dim)          # (B, N, H)
+        dim, n_heads, head_dim = self.model_dim, self.n_heads, self.head_dim
+        w_q, b_q = (tf.cast(t, x.dtype) for t in (self.wq.kernel, self.wq.bias))
+        w_a, b_a = (tf.cast(t, x.dtype) for t in (self.q_attn.kernel, self.q_attn.bias))
+        fused_kernel = tf.concat([tf.cast(self.wk.kernel, x.dtype), tf.cast(self.wv.kernel, x.dtype),
+                                  tf.matmul(w_q, w_a)], axis=1)          # (D, 2D + H)
+        fused_bias = tf.concat([tf.cast(self.wk.bias, x.dtype), tf.cast(self.wv.bias, x.dtype),
+                                tf.linalg.matvec(w_a, b_q, transpose_a=True) + b_a], axis=0)
+        fused = tf.matmul(x, fused_kernel) + fused_bias                 # (B, N, 2D + H)
+        k, v, logits = tf.split(fused, [dim, dim, n_heads], axis=-1)
+        logits = logits / math.sqrt(head_dim)                           # (B, N, H)
         # Softmax over tokens in float32: with mixed precision, 1024 tokens underflow in fp16.
-        alpha = tf.nn.softmax(tf.cast(logits, tf.float32), axis=1)  # (B, N, H)
-        heads = [-1, n_tokens, self.n_heads, self.head_dim]
-        q, k, v = (tf.reshape(t, heads) for t in (q, k, v))         # (B, N, H, d)
-        global_q = tf.einsum('bnh,bnhd->bhd', tf.cast(alpha, q.dtype), q)  # (B, H, d)
-        mixed = global_q[:, None] * k * v                           # (B, N, H, d)
-        out = self.to_out(tf.reshape(mixed, [-1, n_tokens, self.model_dim]))
-        return out, tf.transpose(alpha, [0, 2, 1])                  # (B, H, N)
+        alpha = tf.nn.softmax(tf.cast(logits, tf.float32), axis=1)      # (B, N, H)
+        pooled = tf.einsum('bnh,bnc->bhc', tf.cast(alpha, x.dtype), x)   # (B, H, D)
+        global_q = (tf.einsum('bhc,chd->bhd', pooled, tf.reshape(w_q, [dim, n_heads, head_dim]))
+                    + tf.reshape(b_q, [n_heads, head_dim]))             # (B, H, d)
+        heads = [-1, n_tokens, n_heads, head_dim]
+        mixed = global_q[:, None] * tf.reshape(k, heads) * tf.reshape(v, heads)  # (B, N, H, d)
+        out = self.to_out(tf.reshape(mixed, [-1, n_tokens, dim]))
+        return out, tf.transpose(alpha, [0, 2, 1])                      # (B, H, N)
 
 
 @keras.saving.register_keras_serializable('ladagan')

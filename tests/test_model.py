@@ -128,19 +128,42 @@ def test_generator_block_has_no_mlp_residual():
     np.testing.assert_allclose(tf.reduce_sum(attn, -1), 1.0, rtol=1e-5)
 
 
-def test_lada_attention_matches_its_definition():
+def _official_lada(attn, x):
+    """The official order of operations: Q for every token, then q_attn(Q), then the pooled Q."""
+    q, k, v = attn.wq(x), attn.wk(x), attn.wv(x)                         # (B, N, D)
+    alpha = tf.nn.softmax(attn.q_attn(q) / np.sqrt(attn.head_dim), axis=1)  # (B, N, H)
+    heads = lambda t: tf.reshape(t, [x.shape[0], x.shape[1], attn.n_heads, attn.head_dim])
+    global_q = tf.einsum('bnh,bnhd->bhd', alpha, heads(q))
+    mixed = tf.reshape(global_q[:, None] * heads(k) * heads(v), x.shape)
+    return attn.to_out(mixed), tf.transpose(alpha, [0, 2, 1])
+
+
+def test_lada_attention_equals_the_official_formula_with_gradients():
+    # Ours never forms the per-token query (see LadaAttention.call); values and gradients with
+    # respect to every weight and the input must still be those of the official formula.
     from ladaformer import LadaAttention
     attn = LadaAttention(8, 2)
-    x = tf.random.normal([3, 5, 8])
-    out, alpha = attn(x)
-    q, k, v = (layer(x).numpy() for layer in (attn.wq, attn.wk, attn.wv))
-    logits = attn.q_attn(q).numpy().transpose(0, 2, 1) / np.sqrt(4)       # (B, H, N)
-    expected_alpha = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
-    np.testing.assert_allclose(alpha, expected_alpha, rtol=1e-5)
-    heads = lambda t: t.reshape(3, 5, 2, 4)
-    global_q = np.einsum('bhn,bnhd->bhd', expected_alpha, heads(q))
-    mixed = (global_q[:, None] * heads(k) * heads(v)).reshape(3, 5, 8)
-    np.testing.assert_allclose(out, attn.to_out(mixed), rtol=1e-4, atol=1e-5)
+    x = tf.random.normal([3, 5, 8], seed=1)
+    attn(x)
+    for variable in attn.trainable_variables:  # non-zero biases, so bias terms are checked too
+        variable.assign(tf.random.normal(variable.shape, seed=2))
+    weights = tf.random.normal([3, 5, 8], seed=3)
+    results = []
+    for forward in (attn, lambda inputs: _official_lada(attn, inputs)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out, alpha = forward(x)
+            loss = tf.reduce_sum(out * weights) + tf.reduce_sum(alpha[:, :, :2])
+        results.append((out, alpha, tape.gradient(loss, [x] + attn.trainable_variables)))
+    (out, alpha, grads), (ref_out, ref_alpha, ref_grads) = results
+    np.testing.assert_allclose(alpha, ref_alpha, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(out, ref_out, rtol=1e-4, atol=1e-4)
+    assert len(grads) == 11  # x + kernels and biases of wq, wk, wv, to_out, q_attn
+    # One absolute scale for all: q_attn's bias gradient is 0 in exact arithmetic (a softmax
+    # ignores a shift), so both sides hold only rounding noise there.
+    scale = max(float(tf.reduce_max(tf.abs(ref_grad))) for ref_grad in ref_grads)
+    for grad, ref_grad in zip(grads, ref_grads):
+        np.testing.assert_allclose(grad, ref_grad, rtol=1e-4, atol=1e-5 * scale)
 
 
 def _small_conf(img_size, dec_dim, attention):

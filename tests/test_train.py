@@ -31,17 +31,21 @@ def test_one_step_matches_the_official_step(name):
         np.testing.assert_allclose(metrics[key], expected[f'step_{key}'], rtol=1e-4)
     noise = expected['noise']
     after = {'ema_images': gan.ema_generator(noise)[0], 'g_images': gan.generator(noise)[0],
-             'd_logits': gan.discriminator(expected['real'])}
-    # The official record was made under XLA, whose float32 rounding flips one tiny64 LeakyReLU
-    # pre-activation (see tests/fixtures/official_noxla/README.md): the official step itself then
-    # moves G's images by 0.03. Against the official step run without XLA we match tightly.
-    for key, value in after.items():
-        np.testing.assert_allclose(value, no_xla[f'{name}_step_{key}_after'], atol=1e-4)
-    np.testing.assert_allclose(metrics['g_loss'], no_xla[f'{name}_step_g_loss'], rtol=1e-5)
-    np.testing.assert_allclose(after['ema_images'], expected['step_ema_images_after'], atol=1e-3)
-    np.testing.assert_allclose(after['d_logits'], expected['step_d_logits_after'], atol=1e-3)
-    g_error = np.abs(after['g_images'] - expected['step_g_images_after'])
-    assert g_error.mean() < 1e-3 and (name == 'tiny64' or g_error.max() < 1e-3)
+             'd_logits': gan.discriminator(expected['real']), 'g_loss': metrics['g_loss']}
+    # The official step has two float32 outcomes on tiny64: the record was made under XLA, whose
+    # rounding puts one D LeakyReLU pre-activation (float64 value -3.8e-6) on the positive side,
+    # and the same official step without XLA moves G's images by 0.03 (see
+    # tests/fixtures/official_noxla/README.md). Any reordering of float32 sums may land on either
+    # side, so ours must equal one of the two official outcomes closely; on tiny32 they coincide.
+    outcomes = {
+        'XLA record': {key: expected[f'step_{key}' + ('' if key == 'g_loss' else '_after')]
+                       for key in after},
+        'no-XLA record': {key: no_xla[f'{name}_step_{key}' + ('' if key == 'g_loss' else '_after')]
+                          for key in after}}
+    errors = {label: {key: float(np.abs(np.asarray(value) - reference[key]).max())
+                      for key, value in after.items()}
+              for label, reference in outcomes.items()}
+    assert any(max(error.values()) < 1e-4 for error in errors.values()), errors
     assert int(gan.n_images) == 4
 
 
