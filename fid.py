@@ -79,7 +79,6 @@ BACKBONES = ('standard', 'keras')
 INCEPTION_SIZE = 299
 BATCH_NORM_EPSILON = 1e-3
 FEATURE_DIM = 2048
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.webp', '.gif', '.tif', '.tiff')
 # Bump when anything that changes cached statistics changes.
 STATS_CACHE_VERSION = 1
 
@@ -917,7 +916,7 @@ def kernel_inception_distance(features1, features2, num_subsets=100, subset_size
 # ---------------------------------------------------------------------------
 
 def list_image_files(source):
-    """Sorted image paths of a folder (recursive), a glob pattern, or a list of files."""
+    """Sorted image paths of a folder (recursive), a glob pattern, one file, or a list of files."""
     if isinstance(source, (list, tuple)):
         missing = [path for path in source if not os.path.isfile(path)]
         if missing:
@@ -925,19 +924,11 @@ def list_image_files(source):
         if not source:
             raise FIDError('The list of image files is empty.')
         return sorted(str(path) for path in source)
-    source = str(source)
-    if os.path.isdir(source):
-        paths = [os.path.join(folder, name) for folder, _, names in os.walk(source) for name in names]
-    elif glob.has_magic(source):
-        paths = glob.glob(source, recursive=True)
-    elif os.path.isfile(source):
-        paths = [source]
-    else:
-        raise FIDError(f'Image source {source!r} does not exist; pass a folder, a glob pattern or an .npz file.')
-    paths = sorted(path for path in paths if path.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(path))
-    if not paths:
-        raise FIDError(f'No image files ({", ".join(IMAGE_EXTENSIONS)}) found in {source!r}.')
-    return paths
+    import utils
+    try:
+        return utils.list_image_files(source)  # the training pipeline's own listing
+    except utils.UserError as error:
+        raise FIDError(str(error)) from error
 
 
 def select_files(paths, num=None, seed=0):
@@ -1232,13 +1223,10 @@ def _print_scores(first, second, want_kid):
 
 def _evaluate_run(args):
     """FID of a training run's EMA generator against its eval dir (paper protocol: 50k samples)."""
+    import utils
     try:
-        from utils import UserError, load_run_generator
-    except ImportError as error:
-        raise FIDError('--model_dir needs utils.load_run_generator, which this checkout does not provide.') from error
-    try:
-        conf, generator = load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
-    except UserError as error:
+        conf, generator = utils.load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
+    except utils.UserError as error:
         raise FIDError(str(error)) from error
     real_source = args.paths[0] if args.paths else getattr(conf, 'eval_dir', None)
     if not real_source:

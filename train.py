@@ -658,9 +658,8 @@ def make_fid_evaluator(conf, eval_source, model_dir):
         return None
 
     def evaluate(generator):
-        def sample(batch_size):
-            noise = tf.random.normal([batch_size, conf.noise_dim])
-            return generator(noise, training=False)[0].numpy()
+        # The same seeded noise at every evaluation: FID moves only because the generator does.
+        sample = fid_lib.make_sample_fn(generator, conf.noise_dim, seed=conf.seed)
         return evaluator.evaluate(sample, gen_batch_size=conf.gen_batch_size)
     return evaluate
 

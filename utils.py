@@ -21,7 +21,7 @@ class TrainingDivergedError(RuntimeError):
 # DATA
 # ============================================================================
 
-IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
 
 # Images whose short side exceeds this multiple of the target side are first shrunk
 # by an integer factor (JPEG draft mode, else Image.reduce, a box filter) that keeps
@@ -36,7 +36,7 @@ class SkippedImagesWarning(UserWarning):
 def list_image_files(pattern_or_dir):
     """Sorted image paths from a folder (searched recursively), a glob pattern or one image file.
 
-    Extensions (any case): png, jpg, jpeg, bmp, gif, webp. Raises UserError when
+    Extensions (any case): png, jpg, jpeg, bmp, gif, webp, tif, tiff. Raises UserError when
     the path does not exist or holds no images.
     """
     path = os.path.expanduser(str(pattern_or_dir))
@@ -631,8 +631,9 @@ def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.
             axes[0, column].set_title(title, fontsize=font_size, pad=2)
         for axis in axes.ravel():
             axis.set_axis_off()
-        figure.suptitle(f'Generator stage {stage}: {grid_side}x{grid_side} tokens, {num_heads} heads '
-                        '(each map min-max scaled)', fontsize=font_size)
+        # Short enough for a 2-head figure (4 panels wide); the maps are min-max scaled each.
+        figure.suptitle(f'stage {stage}: {grid_side}x{grid_side} tokens, {num_heads} heads',
+                        fontsize=font_size)
         figure.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.6 * panel / plot_size,
                                wspace=0.04, hspace=0.04)
         path = _attention_path(path_prefix, stage, grid_side)

@@ -368,7 +368,7 @@ def test_evaluator_rejects_bad_input(fid_image_sets, tmp_path):
     with pytest.raises(fid.FIDError, match='does not exist'):
         fid.FIDEvaluator(str(tmp_path / 'missing'), img_size=32)
     (tmp_path / 'empty').mkdir()
-    with pytest.raises(fid.FIDError, match='No image files'):
+    with pytest.raises(fid.FIDError, match='No images found'):
         fid.FIDEvaluator(str(tmp_path / 'empty'), img_size=32)
     with pytest.raises(fid.FIDError, match='1000 images were requested'):
         fid.FIDEvaluator(fid_image_sets['emoji'], img_size=32, n_real=1000)
