@@ -157,6 +157,40 @@ def _time_steps(step, steps):
     return first, float(np.median(times))
 
 
+# Trace events of XLA:CPU kernels, grouped the way the README's performance section reads them.
+_OP_GROUPS = (('matmul', ('matmul', 'dot')), ('convolution', ('convolution',)),
+              ('transpose / copy', ('transpose', 'copy')), ('pooling', ('reduce-window',)),
+              ('reductions (norms, softmax, means)', ('reduce',)))
+
+
+def _op_time_shares(logdir):
+    """[(group, share of kernel time)] from the newest profiler trace under `logdir`."""
+    import collections
+    import glob
+    try:
+        from tensorflow.tsl.profiler.protobuf import xplane_pb2
+    except ImportError:  # the trace is still there for TensorBoard
+        return []
+    paths = sorted(glob.glob(os.path.join(logdir, '**', '*.xplane.pb'), recursive=True))
+    if not paths:
+        return []
+    space = xplane_pb2.XSpace()
+    with open(paths[-1], 'rb') as file:
+        space.ParseFromString(file.read())
+    totals = collections.Counter()
+    for plane in space.planes:
+        for line in plane.lines:
+            for event in line.events:
+                name = plane.event_metadata[event.metadata_id].name.lower()
+                if '::' in name or name.startswith(('end:', '__inference', 'eager')):
+                    continue  # executor, thread-pool and host-side events, not kernels
+                group = next((label for label, keys in _OP_GROUPS if any(k in name for k in keys)),
+                             'element-wise fusions')
+                totals[group] += event.duration_ps
+    total = sum(totals.values()) or 1
+    return [(group, value / total) for group, value in totals.most_common()]
+
+
 @section('train')
 def bench_train(args):
     """Training images/s per preset (median step after compilation), compile time, memory, MFU."""
@@ -182,7 +216,15 @@ def bench_train(args):
         rows += [row(f'{preset}: train step', conf.batch_size / median, 'img/s', note),
                  row(f'{preset}: first step (trace + XLA compile)', first, 's'),
                  row(f'{preset}: model FLOPs utilisation', 100 * macs * conf.batch_size
-                     / median / peak, '%', 'MACs of G and D passes / measured matmul peak')]
+                     / median / peak, '%', 'model MACs (official formulation) of G and D passes / matmul peak')]
+        if args.profile:
+            logdir = os.path.join(args.profile, preset)
+            tf.profiler.experimental.start(logdir)
+            for _ in range(3):
+                step()
+            tf.profiler.experimental.stop()
+            rows += [row(f'{preset}: kernel time, {group}', 100 * share, '%', f'trace in {logdir}')
+                     for group, share in _op_time_shares(logdir)]
     rows.append(row('peak resident memory', _peak_rss_mb(), 'MB', 'whole process'))
     return rows
 
@@ -260,6 +302,10 @@ def parse_args(argv=None):
                              'ones; tiny with --quick)')
     parser.add_argument('--batch_size', type=int, default=32, help='training batch size')
     parser.add_argument('--steps', type=int, default=10, help='timed training steps per preset')
+    parser.add_argument('--profile', default=None, metavar='DIR',
+                        help='train section: also trace 3 steps per preset with the TensorFlow '
+                             'profiler into DIR/<preset> (TensorBoard, Profile tab) and print '
+                             'where kernel time goes')
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
     args = parser.parse_args(argv)
