@@ -157,10 +157,12 @@ def _time_steps(step, steps):
     return first, float(np.median(times))
 
 
-# Trace events of XLA:CPU kernels, grouped the way the README's performance section reads them.
-_OP_GROUPS = (('matmul', ('matmul', 'dot')), ('convolution', ('convolution',)),
-              ('transpose / copy', ('transpose', 'copy')), ('pooling', ('reduce-window',)),
-              ('reductions (norms, softmax, means)', ('reduce',)))
+# Kernel names in a CPU trace: XLA's HLO names ('MatMul.12', 'transpose_copy_fusion.3') or, without
+# XLA, '<op name>:<op type>' ('.../Conv2DBackpropInput:_MklNativeConv2DBackpropInput'). Groups for
+# the README's performance section, matched on the lower-cased HLO name or op type, in order:
+_OP_GROUPS = (('matmul', ('matmul', 'dot', 'einsum')), ('convolution', ('conv',)),
+              ('transpose / copy', ('transpose', 'copy')), ('pooling', ('reduce-window', 'pool')),
+              ('reductions (norms, softmax, means)', ('reduce', 'sum', 'mean', 'softmax')))
 
 
 def _op_time_shares(logdir):
@@ -180,12 +182,15 @@ def _op_time_shares(logdir):
     totals = collections.Counter()
     for plane in space.planes:
         for line in plane.lines:
+            if not line.name.startswith('tf_'):  # TensorFlow's worker threads run the kernels
+                continue
             for event in line.events:
-                name = plane.event_metadata[event.metadata_id].name.lower()
-                if '::' in name or name.startswith(('end:', '__inference', 'eager')):
-                    continue  # executor, thread-pool and host-side events, not kernels
-                group = next((label for label, keys in _OP_GROUPS if any(k in name for k in keys)),
-                             'element-wise fusions')
+                name = plane.event_metadata[event.metadata_id].name
+                if '::' in name:  # executor and thread-pool bookkeeping, not kernels
+                    continue
+                kind = name.rsplit(':', 1)[-1].lower()
+                group = next((label for label, keys in _OP_GROUPS if any(k in kind for k in keys)),
+                             'element-wise')
                 totals[group] += event.duration_ps
     total = sum(totals.values()) or 1
     return [(group, value / total) for group, value in totals.most_common()]
@@ -202,8 +207,12 @@ def bench_train(args):
     rows = []
     peak = _matmul_peak_macs_per_sec()
     rows.append(row('dense matmul peak (float32, 2048^3)', peak / 1e9, 'GMAC/s'))
-    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
-        conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision)
+    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
+    for preset, jit in [(p, j) for p in _presets(args, 'tiny' if args.quick else
+                                                 'cifar10,celeba_64,ffhq_128') for j in jit_modes]:
+        conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision,
+                                  jit=jit)
+        label = preset + ('' if len(jit_modes) == 1 else ', XLA' if jit else ', no XLA')
         gan = train.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
         real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
 
@@ -213,19 +222,46 @@ def bench_train(args):
         macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf))
                 + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf)))
         note = f'batch {conf.batch_size}, {conf.precision}, XLA {conf.jit}'
-        rows += [row(f'{preset}: train step', conf.batch_size / median, 'img/s', note),
-                 row(f'{preset}: first step (trace + XLA compile)', first, 's'),
-                 row(f'{preset}: model FLOPs utilisation', 100 * macs * conf.batch_size
+        rows += [row(f'{label}: train step', conf.batch_size / median, 'img/s', note),
+                 row(f'{label}: first step (trace + compile)', first, 's'),
+                 row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
                      / median / peak, '%', 'model MACs (official formulation) of G and D passes / matmul peak')]
         if args.profile:
-            logdir = os.path.join(args.profile, preset)
+            logdir = os.path.join(args.profile, preset + ('_xla' if jit else '_noxla'))
             tf.profiler.experimental.start(logdir)
             for _ in range(3):
                 step()
             tf.profiler.experimental.stop()
-            rows += [row(f'{preset}: kernel time, {group}', 100 * share, '%', f'trace in {logdir}')
+            rows += [row(f'{label}: kernel time, {group}', 100 * share, '%', f'trace in {logdir}')
                      for group, share in _op_time_shares(logdir)]
     rows.append(row('peak resident memory', _peak_rss_mb(), 'MB', 'whole process'))
+    return rows
+
+
+@section('data')
+def bench_data(args):
+    """Input pipeline images/s (OpenMoji PNGs): decoded once into memory vs decoded every epoch."""
+    import contextlib
+    import io
+
+    import utils
+    rows = []
+    batches = 10 if args.quick else 60
+    for img_size in (32, 128):
+        # A few hundred emoji rendered at the size; enough batches to run through two epochs.
+        folder = utils.openmoji_dataset(img_size, limit=256 if args.quick else 1024)
+        for label, cache_limit in (('in memory', None), ('decoded every epoch', 0)):
+            with contextlib.redirect_stdout(io.StringIO()):  # the dataset's size line
+                dataset = utils.make_train_dataset(folder, img_size, args.batch_size, seed=0,
+                                                   cache_limit_bytes=cache_limit)
+            iterator = iter(dataset)
+            next(iterator)  # start-up: listing, the in-memory decode, first prefetch
+            start = time.perf_counter()
+            for _ in range(batches):
+                next(iterator)
+            rows.append(row(f'input pipeline, {img_size} px, {label}',
+                            batches * args.batch_size / (time.perf_counter() - start), 'img/s',
+                            f'batch {args.batch_size}'))
     return rows
 
 
@@ -306,6 +342,9 @@ def parse_args(argv=None):
                         help='train section: also trace 3 steps per preset with the TensorFlow '
                              'profiler into DIR/<preset> (TensorBoard, Profile tab) and print '
                              'where kernel time goes')
+    parser.add_argument('--jit', default='both', choices=('on', 'off', 'both'),
+                        help='train section: time the step with XLA, without, or both (on a CPU '
+                             'the oneDNN kernels used without XLA are often faster)')
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
     args = parser.parse_args(argv)
