@@ -195,10 +195,26 @@ def test_gradient_step_compiles_with_xla(img_size, dec_dim, attention):
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
 
 
-def test_nearest_upsampling_matches_keras():
+def test_nearest_upsampling_matches_keras_with_and_without_xla():
+    # Without XLA the resize kernel runs, under XLA a broadcast: values and gradients must agree.
     x = tf.random.normal([2, 3, 4, 5])
+    weights = tf.random.normal([2, 6, 8, 5])
     expected = tf.keras.layers.UpSampling2D(2, interpolation='nearest')(x)
-    np.testing.assert_array_equal(model.upsample_nearest2x(x), expected)
+    expected_grad = tf.reduce_sum(tf.reshape(weights, [2, 3, 2, 4, 2, 5]), axis=[2, 4])
+
+    def forward_backward(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = model.upsample_nearest2x(x)
+            loss = tf.reduce_sum(y * weights)
+        return y, tape.gradient(loss, x)
+
+    for jit in (None, False, True):
+        function = forward_backward if jit is None else tf.function(forward_backward,
+                                                                     jit_compile=jit)
+        y, grad = function(x)
+        np.testing.assert_array_equal(y, expected)
+        np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
 
 
 def test_models_save_and_reload(tmp_path):
