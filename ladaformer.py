@@ -69,12 +69,13 @@ class LadaAttention(_ProjectedAttention):
         # four token-wise projections: 3D^2 + DH instead of 4D^2 + DH MACs per token, same math.
         n_tokens = tf.shape(x)[1]
         dim, n_heads, head_dim = self.model_dim, self.n_heads, self.head_dim
-        w_q, b_q = (tf.cast(t, x.dtype) for t in (self.wq.kernel, self.wq.bias))
-        w_a, b_a = (tf.cast(t, x.dtype) for t in (self.q_attn.kernel, self.q_attn.bias))
-        fused_kernel = tf.concat([tf.cast(self.wk.kernel, x.dtype), tf.cast(self.wv.kernel, x.dtype),
-                                  tf.matmul(w_q, w_a)], axis=1)          # (D, 2D + H)
-        fused_bias = tf.concat([tf.cast(self.wk.bias, x.dtype), tf.cast(self.wv.bias, x.dtype),
-                                tf.linalg.matvec(w_a, b_q, transpose_a=True) + b_a], axis=0)
+        # The Dense layers serve as weight holders here; cast for mixed precision as they would.
+        w_q, b_q, w_k, b_k, w_v, b_v, w_a, b_a = (
+            tf.cast(weight, x.dtype) for dense in (self.wq, self.wk, self.wv, self.q_attn)
+            for weight in (dense.kernel, dense.bias))
+        fused_kernel = tf.concat([w_k, w_v, tf.matmul(w_q, w_a)], axis=1)  # (D, 2D + H)
+        fused_bias = tf.concat([b_k, b_v, tf.linalg.matvec(w_a, b_q, transpose_a=True) + b_a],
+                               axis=0)                                  # (2D + H,)
         fused = tf.matmul(x, fused_kernel) + fused_bias                 # (B, N, 2D + H)
         k, v, logits = tf.split(fused, [dim, dim, n_heads], axis=-1)
         logits = logits / math.sqrt(head_dim)                           # (B, N, H)
