@@ -248,7 +248,7 @@ def bench_data(args):
     rows = []
     batches = 10 if args.quick else 60
     for img_size in (32, 128):
-        # A few hundred emoji rendered at the size; enough batches to run through two epochs.
+        # Some emoji rendered at the size; more batches than one epoch, so reshuffles are timed.
         folder = utils.openmoji_dataset(img_size, limit=256 if args.quick else 1024)
         for label, cache_limit in (('in memory', None), ('decoded every epoch', 0)):
             with contextlib.redirect_stdout(io.StringIO()):  # the dataset's size line
@@ -339,9 +339,9 @@ def parse_args(argv=None):
     parser.add_argument('--batch_size', type=int, default=32, help='training batch size')
     parser.add_argument('--steps', type=int, default=10, help='timed training steps per preset')
     parser.add_argument('--profile', default=None, metavar='DIR',
-                        help='train section: also trace 3 steps per preset with the TensorFlow '
-                             'profiler into DIR/<preset> (TensorBoard, Profile tab) and print '
-                             'where kernel time goes')
+                        help='train section: also trace 3 steps per preset and mode with the '
+                             'TensorFlow profiler into DIR/<preset>_xla or DIR/<preset>_noxla '
+                             '(TensorBoard, Profile tab) and print where kernel time goes')
     parser.add_argument('--jit', default='both', choices=('on', 'off', 'both'),
                         help='train section: time the step with XLA, without, or both (on a CPU '
                              'the oneDNN kernels used without XLA are often faster)')
