@@ -45,7 +45,11 @@ def test_one_step_matches_the_official_step(name):
     errors = {label: {key: float(np.abs(np.asarray(value) - reference[key]).max())
                       for key, value in after.items()}
               for label, reference in outcomes.items()}
-    assert any(max(error.values()) < 1e-4 for error in errors.values()), errors
+    # 1e-4 on images and logits; the generator loss to 1e-5 relative, as before the two outcomes.
+    tolerances = {key: 1e-4 for key in after}
+    tolerances['g_loss'] = 1e-5 * abs(float(expected['step_g_loss']))
+    assert any(all(error[key] < tolerances[key] for key in after)
+               for error in errors.values()), errors
     assert int(gan.n_images) == 4
 
 
