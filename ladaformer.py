@@ -76,7 +76,10 @@ class LadaAttention(_ProjectedAttention):
         fused_kernel = tf.concat([w_k, w_v, tf.matmul(w_q, w_a)], axis=1)  # (D, 2D + H)
         fused_bias = tf.concat([b_k, b_v, tf.linalg.matvec(w_a, b_q, transpose_a=True) + b_a],
                                axis=0)                                  # (2D + H,)
-        fused = tf.matmul(x, fused_kernel) + fused_bias                 # (B, N, 2D + H)
+        # A 2-D matmul over all tokens: a (B, N, D) x (D, 2D + H) batch matmul would take the
+        # kernel gradient as B products of (D, 2D + H) and then sum them.
+        fused = tf.matmul(tf.reshape(x, [-1, dim]), fused_kernel) + fused_bias  # (B*N, 2D + H)
+        fused = tf.reshape(fused, [-1, n_tokens, 2 * dim + n_heads])
         k, v, logits = tf.split(fused, [dim, dim, n_heads], axis=-1)
         logits = logits / math.sqrt(head_dim)                           # (B, N, H)
         # Softmax over tokens in float32: with mixed precision, 1024 tokens underflow in fp16.
