@@ -43,28 +43,34 @@ def pixel_shuffle(tokens, side):
     return tf.nn.depth_to_space(grid, 2)
 
 
-def _in_xla_context():
-    """True while tracing inside a tf.function(jit_compile=True)."""
-    try:
-        from tensorflow.python.framework import ops
-        from tensorflow.python.ops import control_flow_util
-    except ImportError:  # private modules moved: the broadcast form is correct everywhere
-        return True
-    return control_flow_util.GraphOrParentsInXlaContext(ops.get_default_graph())
+# Nearest x2 upsampling followed by a 3x3 'same' conv, per output phase: which source pixel each
+# kernel tap reads. Output row 2i reads source rows i-1 (tap 0) and i (taps 1, 2); output row
+# 2i+1 reads rows i (taps 0, 1) and i+1 (tap 2). Same for columns.
+_PHASE_TAPS = np.array([[[1, 0, 0], [0, 1, 1]],     # phase 0: source offsets -1, 0
+                        [[1, 1, 0], [0, 0, 1]]],    # phase 1: source offsets 0, +1
+                       np.float32)                 # (phase, 2 source taps, 3 kernel taps)
 
 
-def upsample_nearest2x(x):
-    """Nearest-neighbour x2 upsampling, (B, H, W, C) -> (B, 2H, 2W, C).
+def upsample_conv3x3(x, kernel, bias):
+    """conv3x3_same(nearest_upsample_x2(x)) + bias, computed on the low-resolution grid.
 
-    Under XLA: a broadcast, whose gradient is a plain sum (the ResizeNearestNeighborGrad of the
-    official UpSampling2D has no XLA kernel). Elsewhere: the resize kernel, whose forward and
-    backward are 2.7x faster on CPU than the broadcast's (same values either way)."""
-    height, width, channels = x.shape[1], x.shape[2], x.shape[3]
-    if not _in_xla_context():
-        return tf.image.resize(x, [2 * height, 2 * width], method='nearest')
-    x = tf.reshape(x, [-1, height, 1, width, 1, channels])
-    x = tf.broadcast_to(x, [tf.shape(x)[0], height, 2, width, 2, channels])
-    return tf.reshape(x, [-1, 2 * height, 2 * width, channels])
+    x (B, H, W, C), kernel (3, 3, C, F), bias (F,) -> (B, 2H, 2W, F). After nearest upsampling
+    a 3x3 window covers only 2x2 distinct source pixels, so each of the four output phases is a
+    2x2 conv of x with summed kernel taps: 16 instead of 36 MACs per source pixel and channel
+    pair, no upsampled tensor, and no resize op (whose gradient has no XLA kernel). Same values
+    as the official UpSampling2D + Conv2D up to float rounding of the summed taps."""
+    height, width, filters = x.shape[1], x.shape[2], kernel.shape[-1]
+    taps = tf.constant(_PHASE_TAPS, kernel.dtype)
+    # (2, 2, C, 4F): the four phases' 2x2 kernels side by side, phase (a, b) at 2a + b.
+    phase_kernels = tf.einsum('air,bjs,rscf->ijcabf', taps, taps, kernel)
+    phase_kernels = tf.reshape(phase_kernels, [2, 2, kernel.shape[2], 4 * filters])
+    padded = tf.pad(x, [[0, 0], [1, 1], [1, 1], [0, 0]])
+    y = tf.nn.conv2d(padded, phase_kernels, 1, 'VALID')              # (B, H+1, W+1, 4F)
+    y = tf.nn.bias_add(y, tf.tile(bias, [4]))
+    # Phase (a, b)'s window starts a rows and b columns later (offsets +1 instead of -1).
+    phases = [y[:, a:a + height, b:b + width, (2 * a + b) * filters:(2 * a + b + 1) * filters]
+              for a in (0, 1) for b in (0, 1)]
+    return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)      # (B, 2H, 2W, F)
 
 
 def _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim):
@@ -144,6 +150,10 @@ class Generator(keras.Model):
         # Build every sublayer now (not on first call) so checkpoints can be loaded at once.
         # The output is computed in the model's compute dtype (float16 under mixed precision).
         super().build(input_shape)
+        side, channels = 64, self.model_dim[2]
+        for conv, filters in zip(self.dec_convs, self.dec_dim or []):
+            conv.build((None, side, side, channels))  # its kernel is read, the layer not called
+            side, channels = 2 * side, filters
         self(tf.zeros([1, self.noise_dim]), training=False)
 
     def call(self, z, training=False):
@@ -158,7 +168,9 @@ class Generator(keras.Model):
         x, attn_32 = self.block_32([self.pos_emb_32(x), z])
         x = tf.reshape(x, [-1, 32, 32, self.model_dim[2]])
         for conv, norm in zip(self.dec_convs, self.dec_norms):
-            x = tf.nn.leaky_relu(norm(conv(upsample_nearest2x(x)), training=training), 0.2)
+            # Conv2D layers hold the weights (official names); applied after a virtual upsample.
+            kernel, bias = (tf.cast(weight, x.dtype) for weight in (conv.kernel, conv.bias))
+            x = tf.nn.leaky_relu(norm(upsample_conv3x3(x, kernel, bias), training=training), 0.2)
         if self.patch_size > 1:
             x = tf.nn.depth_to_space(x, self.patch_size)
         # Linear output: images live in [-1, 1] and are clipped only when saved.
@@ -306,28 +318,36 @@ def count_params(model):
 # ---------------------------------------------------------------- multiply-accumulates
 # Counted analytically: dense and conv layers, plus the attention's token mixing (Lada: the
 # global query, N*D; dot-product: Q K^T and weights V, 2*N*N*D). Element-wise ops, norms and
-# softmax are not counted, as is usual for the "FLOPs" figures GAN papers quote.
+# softmax are not counted, as is usual for the "FLOPs" figures GAN papers quote. executed=False
+# counts the official formulation (the paper's figures); executed=True what this code runs: Lada
+# without the per-token query and the decoder's upsampled convs on the small grid.
 
-def _block_macs(tokens, dim, heads, mlp, noise_dim, attention, self_modulated):
-    macs = 4 * tokens * dim * dim + tokens * mlp * dim * 2
-    macs += tokens * dim * heads + tokens * dim if attention == 'lada' else 2 * tokens ** 2 * dim
+def _block_macs(tokens, dim, heads, mlp, noise_dim, attention, self_modulated, executed=False):
+    macs = tokens * mlp * dim * 2
+    if attention != 'lada':
+        macs += 4 * tokens * dim * dim + 2 * tokens ** 2 * dim
+    elif executed:  # x [Wk | Wv | Wq Wa], alpha-pooling of x, one (H, D) x (D, d) per image, out
+        macs += 3 * tokens * dim * dim + 2 * tokens * dim * heads + dim * dim
+    else:  # Q, K, V, out projections, q_attn(Q), alpha-weighted sum of Q
+        macs += 4 * tokens * dim * dim + tokens * dim * heads + tokens * dim
     if self_modulated:  # two SMLNs, each h, gamma, beta Dense layers once per image
         macs += 2 * (noise_dim * dim + 2 * dim * dim)
     return macs
 
 
-def generator_stage_macs(conf):
+def generator_stage_macs(conf, executed=False):
     """[(stage name, MACs per image)] for the generator."""
     d0, d1, d2 = conf.g_dim
     mk = lambda n, s: _block_macs(n, conf.g_dim[s], conf.g_heads[s], conf.g_mlp[s],
-                                  conf.noise_dim, conf.attention, True)
+                                  conf.noise_dim, conf.attention, True, executed)
     stages = [('8x8: Dense(z) + block', conf.noise_dim * 64 * d0 + mk(64, 0)),
               ('16x16: conv + block', 256 * 9 * (d0 // 4) * d1 + mk(256, 1)),
               ('32x32: conv + block', 1024 * 9 * (d1 // 4) * d2 + mk(1024, 2))]
     side, channels, out = 32, d2, 0
     for i, width in enumerate(conf.dec_dim or []):
+        # upsample_conv3x3: one 2x2 conv to 4 phases on the padded small grid, or a 3x3 conv
+        out += ((side + 1) ** 2 * 16 if executed else 4 * side * side * 9) * channels * width
         side *= 2
-        out += side * side * 9 * channels * width
         channels = width
     if not conf.dec_dim:
         side, channels = conf.img_size, d2 // (conf.img_size // 32) ** 2
@@ -337,14 +357,15 @@ def generator_stage_macs(conf):
     return stages
 
 
-def discriminator_stage_macs(conf):
+def discriminator_stage_macs(conf, executed=False):
     """[(stage name, MACs per image)] for the discriminator."""
     enc, size = conf.d_enc_dim, conf.img_size
     encoder = size * size * 9 * 3 * enc[0]
     for c_in, c_out in zip(enc[:-1], enc[1:]):
         size //= 2
         encoder += size * size * (9 * c_in * c_out + 9 * c_out * c_out + c_in * c_out)
-    block = _block_macs(256, enc[-1], conf.d_heads, conf.d_mlp, 0, conf.attention, False)
+    block = _block_macs(256, enc[-1], conf.d_heads, conf.d_mlp, 0, conf.attention, False,
+                        executed)
     head = 64 * 9 * 4 * enc[-1] * conf.d_out_dim[0] + 64 * conf.d_out_dim[0] * conf.d_out_dim[1]
     head += 25 * 16 * conf.d_out_dim[1]
     return [('encoder to 16x16', encoder), ('16x16: block', block), ('output convs', head)]

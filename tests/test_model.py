@@ -195,26 +195,32 @@ def test_gradient_step_compiles_with_xla(img_size, dec_dim, attention):
     assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
 
 
-def test_nearest_upsampling_matches_keras_with_and_without_xla():
-    # Without XLA the resize kernel runs, under XLA a broadcast: values and gradients must agree.
-    x = tf.random.normal([2, 3, 4, 5])
-    weights = tf.random.normal([2, 6, 8, 5])
-    expected = tf.keras.layers.UpSampling2D(2, interpolation='nearest')(x)
-    expected_grad = tf.reduce_sum(tf.reshape(weights, [2, 3, 2, 4, 2, 5]), axis=[2, 4])
+def test_upsample_conv_equals_official_upsampling_then_conv_with_gradients():
+    # The decoder's x2 nearest upsampling + 3x3 conv, computed per output phase on the small grid:
+    # values and the gradients for x, kernel and bias must be those of UpSampling2D + Conv2D,
+    # eagerly, in a graph and under XLA (where the official resize gradient cannot compile).
+    x = tf.random.normal([2, 5, 6, 7])
+    kernel = tf.random.normal([3, 3, 7, 4])
+    bias = tf.random.normal([4])
+    weights = tf.random.normal([2, 10, 12, 4])  # a loss that weighs every output differently
 
-    def forward_backward(x):
+    def forward_backward(upsample_conv, x, kernel, bias):
         with tf.GradientTape() as tape:
-            tape.watch(x)
-            y = model.upsample_nearest2x(x)
+            tape.watch([x, kernel, bias])
+            y = upsample_conv(x, kernel, bias)
             loss = tf.reduce_sum(y * weights)
-        return y, tape.gradient(loss, x)
+        return [y] + tape.gradient(loss, [x, kernel, bias])
 
+    def official(x, kernel, bias):
+        upsampled = tf.keras.layers.UpSampling2D(2, interpolation='nearest')(x)
+        return tf.nn.conv2d(upsampled, kernel, 1, 'SAME') + bias
+
+    expected = forward_backward(official, x, kernel, bias)
     for jit in (None, False, True):
-        function = forward_backward if jit is None else tf.function(forward_backward,
-                                                                     jit_compile=jit)
-        y, grad = function(x)
-        np.testing.assert_array_equal(y, expected)
-        np.testing.assert_allclose(grad, expected_grad, rtol=1e-6, atol=1e-6)
+        function = (forward_backward if jit is None
+                    else tf.function(forward_backward, jit_compile=jit))
+        for got, want in zip(function(model.upsample_conv3x3, x, kernel, bias), expected):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5 * np.abs(want).max())
 
 
 def test_models_save_and_reload(tmp_path):
