@@ -219,13 +219,13 @@ def bench_train(args):
         def step():
             float(gan.train_step(real)['d_loss'])  # wait for the step to finish
         first, median = _time_steps(step, 3 if args.quick else args.steps)
-        macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf))
-                + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf)))
-        note = f'batch {conf.batch_size}, {conf.precision}, XLA {conf.jit}'
+        macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf, True))
+                + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf, True)))
+        note = f'batch {conf.batch_size}, {conf.precision}, XLA {gan.xla}'
         rows += [row(f'{label}: train step', conf.batch_size / median, 'img/s', note),
                  row(f'{label}: first step (trace + compile)', first, 's'),
                  row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
-                     / median / peak, '%', 'model MACs (official formulation) of G and D passes / matmul peak')]
+                     / median / peak, '%', 'executed MACs of G and D passes / matmul peak')]
         if args.profile:
             logdir = os.path.join(args.profile, preset + ('_xla' if jit else '_noxla'))
             tf.profiler.experimental.start(logdir)

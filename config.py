@@ -57,7 +57,8 @@ config = {
     'test_seed': 77,              # seed of the fixed noise behind sample grids and attention plots
     # --- execution (ours) ---
     'seed': 0,                    # seed of weights, noise, augmentation and data order
-    'jit': True,                  # compile the train step with XLA
+    'jit': 'auto',                # True/False: compile the train step with XLA or not; 'auto':
+                                  # XLA on a GPU or TPU, not on a CPU (oneDNN is faster there)
     'precision': 'float32',       # 'float32', 'mixed_float16' (loss scaling) or 'mixed_bfloat16'
     'nan_retries': 0,             # ours: on NaN, 0 stops; N: restore last ckpt at half the lrs, N times
 }
@@ -155,6 +156,11 @@ def _type_name(value):
 def _check_type(key, value):
     """Return `value` converted to the type of config[key], or raise ConfigError."""
     default = config[key]
+    if key == 'jit':  # True, False or 'auto'; the command line gives strings
+        value = {'true': True, 'false': False}.get(str(value).lower(), value)
+        if isinstance(value, bool) or value == 'auto':
+            return value
+        raise ConfigError(f"jit={value!r} is not allowed: use True, False or 'auto'")
     if key == 'dec_dim':  # False (patch generation) or a list of decoder widths
         if value is False or (isinstance(value, list) and value and all(map(_is_int, value))):
             return list(value) if value else False

@@ -81,6 +81,14 @@ class DynamicLossScale(tf.Module):
         tf.cond(finite, apply_and_maybe_grow, skip_and_shrink)
 
 
+def use_xla(jit):
+    """The config's `jit` as a bool: 'auto' is XLA when a GPU or TPU is visible. On a CPU,
+    TensorFlow's oneDNN kernels run the step 13 to 27% faster than XLA:CPU (README, Performance)."""
+    if jit != 'auto':
+        return jit
+    return bool(tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU'))
+
+
 class LadaGAN(tf.Module):
     """Generator, EMA generator, discriminator, their optimizers and one compiled train step.
 
@@ -101,9 +109,11 @@ class LadaGAN(tf.Module):
         self.discriminator = discriminator
         with self.strategy.scope():
             self._init_state(ema_generator)
+        # Several replicas: collectives inside the update keep XLA out of the replica function.
+        self.xla = use_xla(conf.jit) and self.num_replicas == 1
         if self.num_replicas == 1:
-            self._compiled_step = tf.function(self._single_device_step, jit_compile=conf.jit)
-        else:  # collectives inside the update keep XLA out of the replica function
+            self._compiled_step = tf.function(self._single_device_step, jit_compile=self.xla)
+        else:
             self._compiled_step = tf.function(self._distributed_step)
 
     def _init_state(self, ema_generator):
@@ -455,6 +465,9 @@ def train(conf, resumed, args, strategy=None):
           f'D: {model_lib.count_params(discriminator):,}; '
           f'{strategy.num_replicas_in_sync} replica(s)')
     gan = LadaGAN(generator, discriminator, conf, strategy=strategy)
+    step_mode = ('XLA (TPU)' if isinstance(strategy, tf.distribute.TPUStrategy) else
+                 'XLA' if gan.xla else 'TensorFlow kernels, no XLA')
+    print(f'train step: {step_mode} (jit={conf.jit})')
     ckpt = gan.checkpoint(fid=fid_var, best_fid=best_fid_var)
     latest_manager = tf.train.CheckpointManager(
         ckpt, os.path.join(write_dir, 'training-checkpoints'), args.max_ckpt_to_keep)

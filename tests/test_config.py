@@ -39,6 +39,7 @@ def test_presets_hold_the_released_settings():
     (dict(policy='color,flip'), "unknown operation 'flip'"),
     (dict(dec_dim=[64, 32]), 'dec_dim=.* must have 1 entries for img_size 64'),
     (dict(ema_decay=1.0), 'ema_decay=1.0 must be in'),
+    (dict(jit=1), "jit=1 is not allowed: use True, False or 'auto'"),
 ])
 def test_bad_values_raise_one_clear_error(overrides, message):
     with pytest.raises(config.ConfigError, match=message):
@@ -59,6 +60,9 @@ def test_unknown_preset():
     ('dec_dim=[128, 64]', ('dec_dim', [128, 64])),
     ('dec_dim=False', ('dec_dim', False)),
     ('g_dim=[64,32,16]', ('g_dim', [64, 32, 16])),
+    ('jit=auto', ('jit', 'auto')),
+    ('jit=False', ('jit', False)),
+    ('jit=true', ('jit', True)),
 ])
 def test_command_line_overrides_are_typed(text, expected):
     assert config.parse_override(text) == expected
@@ -69,6 +73,7 @@ def test_command_line_overrides_are_typed(text, expected):
     ('batch_size', 'not of the form key=value'),
     ('nope=1', "unknown config key 'nope'"),
     ('g_dim=[1.5, 2, 3]', 'must be a list of integers'),
+    ('jit=xla', "jit='xla' is not allowed: use True, False or 'auto'"),
 ])
 def test_bad_overrides(text, message):
     with pytest.raises(config.ConfigError, match=message):

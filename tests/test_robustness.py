@@ -213,7 +213,7 @@ def test_bad_input_from_the_real_command_line(tmp_path):
                              '--model_dir', run], capture_output=True, text=True, timeout=120)
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
-        'error: --set jit=yes is not a valid value: it must be True or False')
+        "error: jit='yes' is not allowed: use True, False or 'auto'")
     assert 'Traceback' not in result.stderr and not os.path.exists(run)
 
 
