@@ -255,5 +255,12 @@ def test_summary_reports_the_papers_macs():
     ffhq = macs(model.generator_stage_macs(config.make_config('ffhq_128')))
     assert 0.74e9 < cifar < 0.78e9      # README: "0.7B FLOPs"
     assert 4.2e9 < ffhq < 4.4e9         # README: "4.3B FLOPs"
+    # Executed MACs (for MFU): the decoder's 2x2 four-phase convs on the padded small grid.
+    ffhq_conf = config.make_config('ffhq_128')
+    paper_out, executed_out = (model.generator_stage_macs(ffhq_conf, executed)[-1][1]
+                               for executed in (False, True))
+    rgb = 128 * 128 * 9 * 64 * 3
+    assert paper_out == 64 * 64 * 9 * 256 * 128 + 128 * 128 * 9 * 128 * 64 + rgb
+    assert executed_out == 33 * 33 * 16 * 256 * 128 + 65 * 65 * 16 * 128 * 64 + rgb
     table = model.summary_table(config.make_config('tiny'))
     assert 'generator' in table and 'discriminator' in table and '646,873' in table
