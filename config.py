@@ -273,13 +273,20 @@ def make_config(preset=None, **overrides):
     return Config(validate(values))
 
 
-def config_from_dict(values):
-    """A validated Config from a stored dict (e.g. a run's config.json); every key required."""
-    missing = sorted(set(config) - set(values))
-    if missing:
-        raise ConfigError(f'config is missing key {missing[0]!r}')
+def config_from_dict(values, source='the stored config'):
+    """(validated Config, notices) from a stored dict such as a run's config.json.
+
+    A run folder outlives code changes: a key added to `config` after the file was written takes
+    its default, and one notice line (for the caller to print) names each such key and value."""
+    missing = [key for key in config if key not in values]
     typed = _typed_overrides(values)
-    return Config(validate(typed))
+    notices = []
+    if missing:
+        defaults = ', '.join(f'{key}={config[key]!r}' for key in missing)
+        notices.append(f'{source} predates the config key{"s" * (len(missing) > 1)} '
+                       f'{", ".join(missing)}: using the default{"s" * (len(missing) > 1)} '
+                       f'{defaults}')
+    return Config(validate({**copy.deepcopy(config), **typed})), notices
 
 
 def parse_override(text):

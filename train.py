@@ -283,15 +283,17 @@ class LadaGAN(tf.Module):
 # ---------------------------------------------------------------------- run folder handling
 
 def resolve_config(args):
-    """The run's config: stored in --model_dir when resuming, else preset + --set + --seed.
-
-    On resume, a command-line value that differs from the stored one is an error."""
+    """(config, resumed): the config stored in --model_dir when resuming, else preset + --set +
+    --seed. On resume, a command-line value that differs from the stored one is an error."""
     overrides = dict(config_lib.parse_override(item) for item in args.set)
     if args.seed is not None:
         overrides['seed'] = args.seed
     preset = args.preset
     if preset is None and args.file_pattern is None and not args.set:
         preset = 'demo'
+    if os.path.exists(args.model_dir) and not os.path.isdir(args.model_dir):
+        raise utils.UserError(f'--model_dir {args.model_dir} is a file, not a folder: give a new '
+                              'folder for a new run or an existing run folder to resume')
     stored_path = os.path.join(args.model_dir, 'config.json')
     if not os.path.exists(stored_path):
         return config_lib.make_config(preset, **overrides), False
@@ -300,7 +302,7 @@ def resolve_config(args):
             stored_values = json.load(f)
         if not isinstance(stored_values, dict):
             raise ValueError('not a JSON object')
-        stored = config_lib.config_from_dict(stored_values)
+        stored, notices = config_lib.config_from_dict(stored_values, stored_path)
     except (OSError, ValueError) as err:
         raise utils.UserError(f'{stored_path} is not a valid LadaGAN config ({err}); '
                               'use a new --model_dir or repair the file') from None
@@ -311,7 +313,68 @@ def resolve_config(args):
             raise utils.UserError(
                 f'{args.model_dir} holds a run with {key}={stored[key]!r} but the command line '
                 f'asks for {value!r}: resume without --preset/--set, or use a new --model_dir')
+    for notice in notices:
+        print(f'notice: {notice}')
     return stored, True
+
+
+def option_defaults(file_pattern):
+    """Defaults of the recorded options; `python train.py` with no data trains the short demo."""
+    demo = file_pattern is None
+    fid_inter = DEMO_FID_INTER if demo else 5000
+    return {'file_pattern': None, 'eval_dir': None,
+            'total_iter': DEMO_TOTAL_ITER if demo else None,  # None: until stopped
+            'fid_inter': fid_inter, 'ckpt_inter': DEMO_CKPT_INTER if demo else fid_inter or 5000,
+            'metrics_inter': 100, 'max_ckpt_to_keep': 2}
+
+
+def _as_recorded(name, value):
+    """Paths are recorded absolute, so that the run resumes from any working directory."""
+    if name in utils.RECORDED_PATHS and value is not None:
+        return os.path.abspath(os.path.expanduser(value))
+    return value
+
+
+def resolve_run_options(args, resumed):
+    """(options, record) for this run: each of utils.RECORDED_OPTIONS from the command line, else
+    from the run's run.json, else its default; `record` is the run.json to write.
+
+    A value given on resume that differs from the recorded one is taken (datasets move between
+    machines) with one notice line, and the change is kept in the record's "changes". A run
+    folder without run.json (written before runs recorded them) or a record without some option
+    takes the defaults, with one notice line."""
+    record = utils.read_run_record(args.model_dir) if resumed else None
+    given = {name: _as_recorded(name, getattr(args, name)) for name in utils.RECORDED_OPTIONS}
+    recorded = (record or {}).get('options', {})
+    file_pattern = given['file_pattern'] if given['file_pattern'] is not None else recorded.get(
+        'file_pattern')
+    defaults = option_defaults(file_pattern)
+    options, changes = {}, []
+    for name in utils.RECORDED_OPTIONS:
+        if given[name] is not None:
+            options[name] = given[name]
+            if name in recorded and recorded[name] != given[name]:
+                print(f'notice: --{name} {given[name]} replaces the recorded '
+                      f'{"none" if recorded[name] is None else recorded[name]} of '
+                      f'{args.model_dir} (kept in run.json)')
+                changes.append({'option': name, 'from': recorded[name], 'to': given[name]})
+        else:
+            options[name] = recorded.get(name, defaults[name])
+    if resumed and record is None:
+        print(f'notice: {args.model_dir} has no run.json (it predates recorded data and options): '
+              'training on ' + (f'--file_pattern {options["file_pattern"]}'
+                                if options['file_pattern'] else 'the built-in demo set')
+              + ' with the options given or their defaults; they are recorded from now on')
+    elif resumed:
+        absent = [name for name in utils.RECORDED_OPTIONS if name not in recorded]
+        if absent:
+            print(f'notice: {args.model_dir}/run.json predates the options {", ".join(absent)}: '
+                  'using ' + ', '.join(f'{name}={options[name]!r}' for name in absent))
+    history = list((record or {}).get('changes', []))
+    if changes:
+        stamp = time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())
+        history += [dict(change, time=stamp) for change in changes]
+    return options, {'options': options, 'changes': history}
 
 
 class RunLog:
@@ -436,24 +499,22 @@ def make_distributed_dataset(strategy, file_pattern, conf):
     return strategy.distribute_datasets_from_function(dataset_fn)
 
 
-def train(conf, resumed, args, strategy=None):
+def train(conf, model_dir, options, record, strategy=None):
+    """Train (or resume) the run in `model_dir` with the resolved `options` (see
+    resolve_run_options); `record` is the run.json the chief writes before the first step."""
     strategy = strategy or tf.distribute.get_strategy()
     chief = is_chief(strategy)
-    model_dir = args.model_dir
     # Non-chief workers take part in every (collective) checkpoint save but write to a
     # scratch folder of their own, removed at the end.
     write_dir = model_dir if chief else os.path.join(
         model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
     os.makedirs(write_dir, exist_ok=True)
-    demo = args.file_pattern is None
-    file_pattern = utils.openmoji_dataset(conf.img_size) if demo else args.file_pattern
+    file_pattern = options['file_pattern'] or utils.openmoji_dataset(conf.img_size)
     dataset = make_distributed_dataset(strategy, file_pattern, conf)
-    if not resumed and chief:
-        # Temp file then rename: a kill mid-write must not leave a half config.json behind.
-        config_path = os.path.join(model_dir, 'config.json')
-        with open(config_path + '.tmp', 'w') as f:
-            f.write(conf.to_json())
-        os.replace(config_path + '.tmp', config_path)
+    if chief:
+        # Written whole or not at all; an older config.json gains the keys added since.
+        utils.write_json_atomic(os.path.join(model_dir, 'config.json'), conf.to_dict())
+        utils.write_json_atomic(os.path.join(model_dir, utils.RUN_RECORD), record)
     print(conf.to_json())
 
     with strategy.scope():
@@ -470,7 +531,7 @@ def train(conf, resumed, args, strategy=None):
     print(f'train step: {step_mode} (jit={conf.jit})')
     ckpt = gan.checkpoint(fid=fid_var, best_fid=best_fid_var)
     latest_manager = tf.train.CheckpointManager(
-        ckpt, os.path.join(write_dir, 'training-checkpoints'), args.max_ckpt_to_keep)
+        ckpt, os.path.join(write_dir, 'training-checkpoints'), options['max_ckpt_to_keep'])
     best_manager = tf.train.CheckpointManager(
         ckpt, os.path.join(write_dir, 'best-training-checkpoints'), 1)
     # Every worker resumes from the chief's checkpoints.
@@ -480,12 +541,9 @@ def train(conf, resumed, args, strategy=None):
         print(f'Resumed from {resume_from}: {int(gan.n_images.numpy()):,} images seen, '
               f'last FID {float(fid_var):.3f}, best FID {float(best_fid_var):.3f}')
 
-    total_iter = args.total_iter if args.total_iter is not None else (
-        DEMO_TOTAL_ITER if demo else 10 ** 10)
-    fid_inter = args.fid_inter if args.fid_inter is not None else (
-        DEMO_FID_INTER if demo else 5000)
-    ckpt_inter = args.ckpt_inter or (DEMO_CKPT_INTER if demo else fid_inter or 5000)
-    eval_source = args.eval_dir or file_pattern
+    total_iter = options['total_iter'] or float('inf')  # None: until stopped
+    fid_inter, ckpt_inter = options['fid_inter'], options['ckpt_inter']
+    eval_source = options['eval_dir'] or file_pattern
     fid_evaluator = None
 
     log = RunLog(write_dir)
@@ -594,7 +652,7 @@ def train(conf, resumed, args, strategy=None):
                    f'(restore {nan_restores} of at most {conf.nan_retries})')
 
     data_iter = iter(dataset)
-    bar = tqdm(total=total_iter * batch, initial=step * batch, unit='img', unit_scale=True,
+    bar = tqdm(total=options['total_iter'] and options['total_iter'] * batch, initial=step * batch, unit='img', unit_scale=True,
                dynamic_ncols=True, desc='train')
     interval_start, interval_images = time.perf_counter(), 0
     try:
@@ -604,7 +662,7 @@ def train(conf, resumed, args, strategy=None):
             bar.update(batch)
             interval_images += batch
             n_images = step * batch
-            log_now = step % args.metrics_inter == 0 or step == total_iter
+            log_now = step % options['metrics_inter'] == 0 or step == total_iter
             save_now = (fid_inter and step % fid_inter == 0) or step % ckpt_inter == 0
             # Checked before every log and save, so no NaN model is saved, as best or at all.
             if log_now or save_now:
@@ -688,18 +746,19 @@ def parse_args(argv=None):
     parser.add_argument('--model_dir', default=None,
                         help='run folder; an existing run is resumed (default: runs/demo or '
                              'runs/<preset>)')
-    parser.add_argument('--metrics_inter', type=int, default=100,
-                        help='log losses every this many iterations')
+    parser.add_argument('--metrics_inter', type=int, default=None,
+                        help='log losses every this many iterations (default 100)')
     parser.add_argument('--fid_inter', type=int, default=None,
                         help='evaluate FID and save checkpoints every this many iterations; '
-                             '0 turns FID off (default 5000, demo 1000)')
+                             f'0 turns FID off (default 5000, demo {DEMO_FID_INTER})')
     parser.add_argument('--ckpt_inter', type=int, default=None,
                         help='save the latest checkpoint every this many iterations '
-                             '(default: fid_inter)')
+                             f'(default: fid_inter, or 5000 with FID off; demo {DEMO_CKPT_INTER})')
     parser.add_argument('--total_iter', type=int, default=None,
-                        help=f'stop after this many iterations (demo default {DEMO_TOTAL_ITER})')
-    parser.add_argument('--max_ckpt_to_keep', type=int, default=2,
-                        help='latest checkpoints to keep')
+                        help='stop after this many iterations in all (default: until stopped; '
+                             f'demo {DEMO_TOTAL_ITER})')
+    parser.add_argument('--max_ckpt_to_keep', type=int, default=None,
+                        help='latest checkpoints to keep (default 2)')
     parser.add_argument('--preset', help='config preset: ' + ', '.join(config_lib.presets))
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a config key (repeatable), e.g. --set batch_size=64')
@@ -729,21 +788,25 @@ def main(argv=None):
         if args.dry_run:
             print(conf.to_json())
             return 0
+        options, record = resolve_run_options(args, resumed)
         # Bad input is refused here, before anything in --model_dir is created or changed.
-        if args.file_pattern is not None:
-            utils.check_train_images(args.file_pattern, conf.img_size, conf.batch_size,
-                                     conf.center_crop)
-        fid_source = args.eval_dir or args.file_pattern  # None: the demo set, large enough
-        if args.fid_inter != 0 and fid_source is not None:
-            utils.check_fid_images(fid_source, conf.n_fid_real,
-                                   '--eval_dir' if args.eval_dir else '--file_pattern')
+        try:
+            check_data(options, conf)
+        except utils.UserError as err:
+            recorded = [f'--{name}' for name in utils.RECORDED_PATHS
+                        if options[name] is not None and getattr(args, name) is None]
+            if not recorded:
+                raise
+            raise utils.UserError(f'{err} ({" and ".join(recorded)} as recorded in '
+                                  f'{os.path.join(args.model_dir, utils.RUN_RECORD)}: give '
+                                  'the data\'s new place on the command line)') from None
         # Multi-worker strategies must exist before any other TensorFlow op runs.
         strategy = make_strategy(args.strategy)
         if resumed:
             utils.check_run_checkpoints(args.model_dir, conf)
         # Weights are drawn from Keras' global seed, so --seed must set it for runs to repeat.
         keras.utils.set_random_seed(conf.seed)
-        train(conf, resumed, args, strategy)
+        train(conf, args.model_dir, options, record, strategy)
     except (utils.UserError, config_lib.ConfigError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
@@ -751,6 +814,18 @@ def main(argv=None):
         print(f'error: {err}', file=sys.stderr)
         return 1
     return 0
+
+
+def check_data(options, conf):
+    """Refuse missing, empty or too small training and FID image sets (UserError); the built-in
+    demo set (file_pattern None) is large enough."""
+    file_pattern, eval_dir = options['file_pattern'], options['eval_dir']
+    if file_pattern is not None:
+        utils.check_train_images(file_pattern, conf.img_size, conf.batch_size, conf.center_crop)
+    fid_source = eval_dir or file_pattern
+    if options['fid_inter'] and fid_source is not None:
+        utils.check_fid_images(fid_source, conf.n_fid_real,
+                               '--eval_dir' if eval_dir else '--file_pattern')
 
 
 if __name__ == '__main__':

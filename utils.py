@@ -167,7 +167,7 @@ def _try_decode(path, img_size, center_crop):
         return None, f'{type(error).__name__}: {error}'
 
 
-def _warn_skipped(skipped, total):
+def warn_skipped(skipped, total):
     """One warning for all undecodable files, naming how many and one example."""
     if skipped:
         example_path, reason = skipped[0]
@@ -210,7 +210,7 @@ def load_image_array(files, img_size, center_crop=False, num_workers=None, show_
     if kept == 0:
         raise UserError(f'None of the {len(files)} image files could be decoded '
                         f'(e.g. {skipped[0][0]!r}: {skipped[0][1]}).')
-    _warn_skipped(skipped, len(files))
+    warn_skipped(skipped, len(files))
     return images[:kept]
 
 
@@ -882,6 +882,44 @@ def load_official_checkpoint(path):
 
 
 
+# ---------------------------------------------------------------- the run record
+
+RUN_RECORD = 'run.json'
+# train.py options that a run folder remembers, so that `train.py --model_dir RUN` resumes with
+# the same data and schedule; paths are stored absolute.
+RECORDED_OPTIONS = ('file_pattern', 'eval_dir', 'total_iter', 'fid_inter', 'ckpt_inter',
+                    'metrics_inter', 'max_ckpt_to_keep')
+RECORDED_PATHS = ('file_pattern', 'eval_dir')
+
+
+def write_json_atomic(path, value):
+    """Write `value` as JSON to `path` whole or not at all: a kill mid-write leaves the old file."""
+    import json
+    temp_path = f'{path}.tmp'
+    with open(temp_path, 'w') as f:
+        json.dump(value, f, indent=4)
+        f.write('\n')
+    os.replace(temp_path, path)
+
+
+def read_run_record(model_dir):
+    """The run's run.json as {'options': {...}, 'changes': [...]}, or None when the folder has
+    none (runs written before the record existed, official model folders)."""
+    import json
+    path = os.path.join(model_dir, RUN_RECORD)
+    if not os.path.exists(path):
+        return None
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        if not isinstance(record, dict) or not isinstance(record.get('options'), dict):
+            raise ValueError('no "options" object')
+    except (OSError, ValueError) as err:
+        raise UserError(f'{path} is not a valid run record ({err}); repair or delete it (a '
+                        'deleted one is rebuilt from the command line)') from None
+    return record
+
+
 def _is_official_checkpoint(prefix):
     import tensorflow as tf
     keys = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
@@ -924,9 +962,11 @@ def load_run_generator(model_dir, ckpt='best', ema=True):
         return loaded['config'], loaded[name]
     try:
         with open(config_path) as f:
-            conf = config_lib.config_from_dict(json.load(f))
+            conf, notices = config_lib.config_from_dict(json.load(f), config_path)
     except (OSError, ValueError) as err:
         raise UserError(f'{config_path} is not a valid LadaGAN config: {err}') from None
+    for notice in notices:
+        print(f'notice: {notice}')
     generator = model_lib.build_generator(conf, name=name)
     status = tf.train.Checkpoint(**{name: generator}).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()

@@ -15,7 +15,7 @@ import config  # noqa: E402
 @pytest.mark.parametrize('preset', sorted(config.presets))
 def test_every_preset_is_valid(preset):
     conf = config.make_config(preset)
-    assert conf.to_dict() == config.config_from_dict(conf.to_dict()).to_dict()
+    assert config.config_from_dict(conf.to_dict()) == (conf, [])
 
 
 def test_presets_hold_the_released_settings():
@@ -109,3 +109,14 @@ def test_every_key_is_read_somewhere_and_documented():
     for key in config.config:
         assert re.search(rf"\.{key}\b|\['{key}'\]", source), f'config key {key!r} is never read'
         assert re.search(rf"'{key}': .*# \S", config_source), f'config key {key!r} has no comment'
+
+
+def test_a_stored_config_missing_new_keys_takes_their_defaults_with_one_notice():
+    stored = config.make_config('tiny').to_dict()
+    del stored['nan_retries'], stored['jit']
+    conf, notices = config.config_from_dict(stored, 'RUN/config.json')
+    assert conf == config.make_config('tiny')
+    assert notices == ["RUN/config.json predates the config keys jit, nan_retries: using the "
+                       "defaults jit='auto', nan_retries=0"]
+    with pytest.raises(config.ConfigError, match="unknown config key 'batchsize'"):
+        config.config_from_dict(dict(stored, batchsize=3))

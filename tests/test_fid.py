@@ -4,6 +4,7 @@ the statistics cache, the keras backbone and the CLI."""
 import glob
 import os
 import pickle
+import shutil
 import struct
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import scipy.linalg
 
 import fid
+import utils
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 HELPER_WEIGHTS = fid.find_fid_helper_weights()
@@ -419,28 +421,43 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
 
 
 @needs_fid_weights
-def test_cli_model_dir_evaluates_the_run_generator(fid_image_sets, tmp_path, monkeypatch, capsys):
-    import types
-
-    import utils
-
-    def tiny_generator(noise, training=False):
-        # (B, 8) noise -> (B, 32, 32, 3) images in [-1, 1], plus (empty) attention maps
-        images = np.tanh(np.asarray(noise)[:, None, None, :3]).repeat(32, 1).repeat(32, 2)
-        return images, []
-
-    def load_run_generator(model_dir, ckpt='best', ema=True):
-        if model_dir == 'no_such_run':
-            raise utils.UserError('no_such_run is not a LadaGAN run folder: it has no config.json')
-        assert ckpt == 'best' and ema
-        return types.SimpleNamespace(noise_dim=8, img_size=32, eval_dir=fid_image_sets['emoji']), tiny_generator
-
-    monkeypatch.setattr(utils, 'load_run_generator', load_run_generator)
-    assert fid.main(['--model_dir', 'run', '--num', '5', '--cache_dir', str(tmp_path),
+def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, capsys):
+    """A real run folder (the old-run fixture, resumed for one step so that it records its
+    data): fid.py --model_dir finds the reference in run.json, with no mock in between."""
+    import train
+    from conftest import render_shape_images
+    run = str(tmp_path / 'run')
+    shutil.copytree(os.path.join(REPO_DIR, 'tests', 'fixtures', 'run_before_run_record'), run)
+    # The run's reference is its --eval_dir, not its training images.
+    train_data = render_shape_images(str(tmp_path / 'train'), 8, size=32)
+    eval_data = render_shape_images(str(tmp_path / 'eval'), 16, size=32, seed=7)
+    # Without run.json the run names no reference: one sentence.
+    assert fid.main(['--model_dir', run, '--num', '8']) == 2
+    assert capsys.readouterr().err == (f'error: {run} records no training data (it has no '
+                                       'run.json); pass the real images as PATH_A.\n')
+    assert train.main(['--model_dir', run, '--file_pattern', train_data, '--eval_dir', eval_data,
+                       '--total_iter', '5', '--fid_inter', '0']) == 0
+    capsys.readouterr()
+    assert fid.main(['--model_dir', run, '--num', '12', '--cache_dir', str(tmp_path / 'cache'),
                      '--inception_weights', HELPER_WEIGHTS]) == 0
-    assert capsys.readouterr().out.strip().splitlines()[-1].startswith('FID: ')
-    assert fid.main(['--model_dir', 'no_such_run']) == 2
-    assert capsys.readouterr().err.strip() == 'error: no_such_run is not a LadaGAN run folder: it has no config.json'
+    out = capsys.readouterr().out.strip().splitlines()
+    assert f'FID of 12 images of the EMA generator of {run} against 12 images of {eval_data}' in out
+    value = float(out[-1].split()[1])
+    assert out[-1].startswith('FID: ') and np.isfinite(value) and value > 0
+    assert fid.main(['--model_dir', str(tmp_path / 'no_such_run')]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f'error: {tmp_path}/no_such_run is not a LadaGAN run folder: it has no config.json')
+
+
+@needs_fid_weights
+def test_cli_skips_and_counts_undecodable_images(fid_image_sets, tmp_path, capsys):
+    folder = tmp_path / 'with_a_bad_file'
+    shutil.copytree(fid_image_sets['emoji'], folder)
+    (folder / 'broken.png').write_bytes(b'not an image')
+    with pytest.warns(utils.SkippedImagesWarning, match='Skipped 1 of 17 image files'):
+        assert fid.main([str(folder), fid_image_sets['shapes'], '--batch_size', '8',
+                         '--inception_weights', HELPER_WEIGHTS]) == 0
+    assert float(capsys.readouterr().out.strip().splitlines()[-1].split()[1]) > 0
 
 
 @needs_fid_weights

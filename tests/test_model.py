@@ -37,6 +37,9 @@ def test_official_forward_outputs_match(official):
     noise, real = expected['noise'], expected['real']
     ema_images, ema_attn = loaded['ema_generator'](noise, training=False)
     np.testing.assert_allclose(ema_images, expected['ema_images'], atol=1e-5)
+    # Saved as 8-bit images (the official truncating quantisation), the EMA generator's images,
+    # which the paper evaluates, are the authors' exactly (README, first paragraph).
+    np.testing.assert_array_equal(utils.to_uint8(ema_images), utils.to_uint8(expected['ema_images']))
     for attn, side in zip(ema_attn, (8, 16, 32)):
         np.testing.assert_allclose(attn, expected[f'ema_attn_{side}'], atol=1e-5)
     g_images, _ = loaded['generator'](noise, training=False)

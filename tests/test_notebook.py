@@ -59,9 +59,57 @@ def test_demo_notebook_runs(tmp_path, monkeypatch):
     assert any('image/gif' in output.get('data', {}) for output in outputs)
 
 
-@pytest.mark.parametrize('needle', ['!git clone', '!pip install -q -r requirements.txt',
-                                    "REPO_URL = 'https://github.com/<you>/ladagan'",
+@pytest.mark.parametrize('needle', ["['git', 'clone', '-q', REPO_URL, 'ladagan']",
+                                    "'pip', 'install', '-q', '-r', 'requirements.txt'",
                                     'drive.mount(', '--fid_inter', 'import google.colab'])
 def test_demo_notebook_has_colab_steps(needle):
     notebook = nbformat.read(NOTEBOOK, as_version=4)
     assert any(needle in cell.source for cell in notebook.cells)
+
+
+def _run_setup_cell(folder, repo_url, monkeypatch):
+    """Run the notebook's first code cell in `folder` (a fresh runtime holds no repository) and
+    return its outputs and the kernel's working directory afterwards."""
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError
+
+    notebook = nbformat.read(NOTEBOOK, as_version=4)
+    setup = next(cell for cell in notebook.cells if cell.cell_type == 'code')
+    probe = nbformat.v4.new_code_cell('import os; print("cwd:", os.getcwd())')
+    notebook.cells = [setup, probe]
+    monkeypatch.setenv('LADAGAN_REPO_URL', repo_url)  # the kernel inherits the environment
+    client = NotebookClient(notebook, kernel_name='python3', timeout=TIMEOUT_SECONDS,
+                            resources={'metadata': {'path': str(folder)}})
+    try:
+        client.execute()
+        failed = False
+    except CellExecutionError:
+        failed = True
+    texts = [''.join(output.get('text', '')) + '\n'.join(output.get('traceback', []))
+             for cell in notebook.cells for output in cell.get('outputs', [])]
+    return failed, '\n'.join(texts)
+
+
+def test_setup_cell_without_a_repository_address_stops_with_one_sentence(tmp_path, monkeypatch):
+    failed, output = _run_setup_cell(tmp_path, '', monkeypatch)
+    assert failed
+    assert output.strip() == (
+        "SetupStop: Set REPO_URL in the first code cell to the git address of the ladagan "
+        "repository (e.g. 'https://github.com/OWNER/ladagan'), then run it again.")
+    assert not os.listdir(tmp_path)
+
+
+def test_setup_cell_with_a_bad_address_stops_with_one_sentence_not_a_git_error(tmp_path, monkeypatch):
+    failed, output = _run_setup_cell(tmp_path, str(tmp_path / 'no_such_repo'), monkeypatch)
+    assert failed
+    assert output.startswith(f"SetupStop: git could not clone REPO_URL='{tmp_path}/no_such_repo' (")
+    assert output.strip().endswith('correct the address in the first code cell and run it again.')
+    assert output.strip().count('\n') == 0
+
+
+def test_setup_cell_clones_the_repository_and_installs_its_requirements(tmp_path, monkeypatch):
+    # A local clone stands in for GitHub (no network here); pip finds everything installed.
+    failed, output = _run_setup_cell(tmp_path, REPO_ROOT, monkeypatch)
+    assert not failed, output
+    assert f'cwd: {tmp_path}/ladagan' in output
+    assert os.path.isfile(tmp_path / 'ladagan' / 'generate.py')

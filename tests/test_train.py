@@ -1,6 +1,7 @@
 """The training step reproduces the official one; training learns and resumes."""
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -166,8 +167,10 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     initial = distances_to_real(model.build_generator(config.make_config('tiny')))
     assert train.main(args + ['--total_iter', '250']) == 0
     assert 'Resumed' not in capsys.readouterr().out
-    assert train.main(args + ['--total_iter', '500']) == 0
-    assert 'Resumed from' in capsys.readouterr().out
+    # Resumed with only --model_dir: the run's own 256 images, from its run.json.
+    assert train.main(['--model_dir', run, '--total_iter', '500']) == 0
+    out = capsys.readouterr().out
+    assert 'Resumed from' in out and 'Train dataset: 256 images' in out
     with open(os.path.join(run, 'metrics.jsonl')) as f:
         seen = [json.loads(line)['n_images'] for line in f]
     assert seen == sorted(seen) and seen[-1] == 500 * 16 and 250 * 16 in seen
@@ -183,3 +186,84 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     # A resumed run keeps its config: a contradicting value is an error, not an override.
     assert train.main(args + ['--total_iter', '501', '--set', 'batch_size=8']) == 2
     assert 'batch_size=16' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- run folders remember their data
+
+OLD_RUN = os.path.join(os.path.dirname(FIXTURES), 'run_before_run_record')
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    """A copy of a run folder written before run.json existed, and 16 images to train on."""
+    from conftest import render_shape_images
+    run = str(tmp_path / 'run')
+    shutil.copytree(OLD_RUN, run)
+    return run, render_shape_images(str(tmp_path / 'data'), 16, size=32)
+
+
+def _run_record(run):
+    with open(os.path.join(run, 'run.json')) as f:
+        return json.load(f)
+
+
+def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
+    run, data = old_run
+    with open(os.path.join(run, 'config.json')) as f:
+        stored = json.load(f)
+    del stored['nan_retries']  # as if the key had been added to config.py after the run
+    utils.write_json_atomic(os.path.join(run, 'config.json'), stored)
+    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
+                       '--fid_inter', '0']) == 0
+    out = capsys.readouterr().out
+    notices = [line for line in out.splitlines() if line.startswith('notice: ')]
+    assert notices == [
+        f'notice: {run}/config.json predates the config key nan_retries: using the default '
+        'nan_retries=0',
+        f'notice: {run} has no run.json (it predates recorded data and options): training on '
+        f'--file_pattern {data} with the options given or their defaults; they are recorded '
+        'from now on'], out
+    assert 'Resumed from' in out and 'Train dataset: 16 images' in out
+    assert _run_record(run)['options']['file_pattern'] == data
+    with open(os.path.join(run, 'config.json')) as f:
+        assert json.load(f)['nan_retries'] == 0  # completed, so the notice comes once
+    # Resumed once more with only --model_dir: the recorded data, no notice.
+    assert train.main(['--model_dir', run, '--total_iter', '6']) == 0
+    out = capsys.readouterr().out
+    assert 'Train dataset: 16 images' in out
+    assert [line for line in out.splitlines() if line.startswith('notice: ')] == [
+        f'notice: --total_iter 6 replaces the recorded 5 of {run} (kept in run.json)']
+
+
+def test_a_moved_dataset_is_a_notice_and_kept_in_the_record(old_run, tmp_path, capsys):
+    run, data = old_run
+    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
+                       '--fid_inter', '0']) == 0
+    moved = str(tmp_path / 'moved')
+    shutil.move(data, moved)
+    capsys.readouterr()
+    # Where the record points at nothing, the error says that the path came from the record.
+    assert train.main(['--model_dir', run, '--total_iter', '6']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The dataset path '{data}' does not exist") and (
+        f'(--file_pattern as recorded in {run}/run.json: give the data\'s new place on the '
+        'command line)') in err
+    assert train.main(['--model_dir', run, '--total_iter', '6', '--file_pattern', moved]) == 0
+    out = capsys.readouterr().out
+    assert (f'notice: --file_pattern {moved} replaces the recorded {data} of {run} '
+            '(kept in run.json)') in out
+    record = _run_record(run)
+    assert record['options']['file_pattern'] == moved
+    assert [(change['option'], change['from'], change['to'])
+            for change in record['changes'] if change['option'] == 'file_pattern'] == [
+        ('file_pattern', data, moved)]
+
+
+def test_model_dir_naming_a_file_is_one_sentence(tmp_path, capsys):
+    path = tmp_path / 'notes.txt'
+    path.write_text('mine')
+    assert train.main(['--preset', 'tiny', '--model_dir', str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == (f'error: --model_dir {path} is a file, not a folder: give a new folder for a '
+                   'new run or an existing run folder to resume\n')
+    assert path.read_text() == 'mine'
