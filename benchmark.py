@@ -58,7 +58,9 @@ def _write_png_set(folder, count, size, seed=0):
 def bench_fid(args):
     """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
     import scipy.linalg
+
     import fid
+    import inception
 
     num_images = 500 if args.quick else 2500
     img_size = 32
@@ -73,7 +75,7 @@ def bench_fid(args):
     with tempfile.TemporaryDirectory() as workdir:
         real_dir = _write_png_set(os.path.join(workdir, 'real'), num_images, img_size)
         start = time.perf_counter()
-        extractor = fid.get_feature_extractor('standard')
+        extractor = inception.get_feature_extractor('standard')
         rows.append(row('build FID Inception + load weights', time.perf_counter() - start, 's'))
 
         batch = np.asarray(rng.integers(0, 256, (50, img_size, img_size, 3)), dtype=np.uint8)
@@ -86,7 +88,7 @@ def bench_fid(args):
                         repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
 
         options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
-                       batch_size=50, cache_dir=os.path.join(workdir, 'cache'))
+                       batch_size=50, stats_dir=os.path.join(workdir, 'cache'))
         start = time.perf_counter()
         first = fid.FIDEvaluator(**options).evaluate(sample_fn)
         rows.append(row(f'FID eval, {num_images} real + {num_images} gen, uncached',
@@ -97,8 +99,8 @@ def bench_fid(args):
                         time.perf_counter() - start, 's', f'FID {second:.2f}'))
 
     # The Fréchet distance itself at Inception size, against scipy's sqrtm.
-    features_a = rng.standard_normal((num_images, fid.FEATURE_DIM)) * 0.5
-    features_b = rng.standard_normal((num_images, fid.FEATURE_DIM)) * 0.6 + 0.01
+    features_a = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.5
+    features_b = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.6 + 0.01
     statistics = (*fid.activation_statistics(features_a), *fid.activation_statistics(features_b))
     start = time.perf_counter()
     ours = fid.frechet_distance(*statistics)
@@ -202,8 +204,8 @@ def bench_train(args):
     import tensorflow as tf
 
     import config
+    import gan
     import model
-    import train
     rows = []
     peak = _matmul_peak_macs_per_sec()
     rows.append(row('dense matmul peak (float32, 2048^3)', peak / 1e9, 'GMAC/s'))
@@ -213,15 +215,15 @@ def bench_train(args):
         conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision,
                                   jit=jit)
         label = preset + ('' if len(jit_modes) == 1 else ', XLA' if jit else ', no XLA')
-        gan = train.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+        ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
         real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
 
         def step():
-            float(gan.train_step(real)['d_loss'])  # wait for the step to finish
+            float(ladagan.train_step(real)['d_loss'])  # wait for the step to finish
         first, median = _time_steps(step, 3 if args.quick else args.steps)
         macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf, True))
                 + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf, True)))
-        note = f'batch {conf.batch_size}, {conf.precision}, XLA {gan.xla}'
+        note = f'batch {conf.batch_size}, {conf.precision}, XLA {ladagan.xla}'
         rows += [row(f'{label}: train step', conf.batch_size / median, 'img/s', note),
                  row(f'{label}: first step (trace + compile)', first, 's'),
                  row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
@@ -244,15 +246,16 @@ def bench_data(args):
     import contextlib
     import io
 
-    import utils
+    import data
+    import openmoji
     rows = []
     batches = 10 if args.quick else 60
     for img_size in (32, 128):
         # Some emoji rendered at the size; more batches than one epoch, so reshuffles are timed.
-        folder = utils.openmoji_dataset(img_size, limit=256 if args.quick else 1024)
+        folder = openmoji.openmoji_dataset(img_size, limit=256 if args.quick else 1024)
         for label, cache_limit in (('in memory', None), ('decoded every epoch', 0)):
             with contextlib.redirect_stdout(io.StringIO()):  # the dataset's size line
-                dataset = utils.make_train_dataset(folder, img_size, args.batch_size, seed=0,
+                dataset = data.make_train_dataset(folder, img_size, args.batch_size, seed=0,
                                                    cache_limit_bytes=cache_limit)
             iterator = iter(dataset)
             next(iterator)  # start-up: listing, the in-memory decode, first prefetch

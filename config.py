@@ -13,6 +13,7 @@ type-checked against the default). The resolved config is printed at start and w
 import ast
 import copy
 import json
+import os
 
 # Official defaults (the authors' tensorflow/config.py: the CelebA 64x64 model).
 config = {
@@ -92,6 +93,8 @@ presets = {
 }
 
 IMG_SIZES = (32, 64, 128, 256)
+# The discriminator always attends over a 16x16 grid: one stride-2 down block per doubling.
+D_ENC_LENGTHS = {32: 2, 64: 3, 128: 4, 256: 5}
 LOSSES = ('nsl', 'hinge', 'rahinge')
 ATTENTIONS = ('lada', 'dot')
 POLICY_OPS = ('color', 'translation', 'cutout')
@@ -101,8 +104,19 @@ INITIALIZERS = ('orthogonal', 'glorot_uniform', 'glorot_normal', 'he_normal', 'h
                 'lecun_normal', 'random_normal')
 
 
-class ConfigError(ValueError):
-    """A config value that is unknown, of the wrong type or inconsistent with the others."""
+class UserError(ValueError):
+    """Bad user input: a config value, a path, an option or a damaged file. Every script prints
+    it as one `error:` line and exits with code 2, before anything on disk is touched."""
+
+
+def cache_dir(*parts):
+    """The folder ladagan keeps caches in (demo images, FID weights and reference statistics,
+    downloaded checkpoints): $LADAGAN_CACHE_DIR, else $XDG_CACHE_HOME/ladagan, else
+    ~/.cache/ladagan; with `parts`, a path inside it."""
+    root = os.environ.get('LADAGAN_CACHE_DIR') or os.path.join(
+        os.environ.get('XDG_CACHE_HOME') or os.path.join(os.path.expanduser('~'), '.cache'),
+        'ladagan')
+    return os.path.join(root, *parts)
 
 
 class Config:
@@ -154,17 +168,17 @@ def _type_name(value):
 
 
 def _check_type(key, value):
-    """Return `value` converted to the type of config[key], or raise ConfigError."""
+    """Return `value` converted to the type of config[key], or raise UserError."""
     default = config[key]
     if key == 'jit':  # True, False or 'auto'; the command line gives strings
         value = {'true': True, 'false': False}.get(str(value).lower(), value)
         if isinstance(value, bool) or value == 'auto':
             return value
-        raise ConfigError(f"jit={value!r} is not allowed: use True, False or 'auto'")
+        raise UserError(f"jit={value!r} is not allowed: use True, False or 'auto'")
     if key == 'dec_dim':  # False (patch generation) or a list of decoder widths
         if value is False or (isinstance(value, list) and value and all(map(_is_int, value))):
             return list(value) if value else False
-        raise ConfigError(f'dec_dim={value!r} is not allowed: use False or a list of integers')
+        raise UserError(f'dec_dim={value!r} is not allowed: use False or a list of integers')
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif _is_int(default):
@@ -178,87 +192,95 @@ def _check_type(key, value):
     else:
         ok = isinstance(value, str)
     if not ok:
-        raise ConfigError(f'{key}={value!r} has the wrong type: it must be {_type_name(default)}')
+        raise UserError(f'{key}={value!r} has the wrong type: it must be {_type_name(default)}')
     return value
 
 
 def _typed_overrides(overrides):
     unknown = sorted(set(overrides) - set(config))
     if unknown:
-        raise ConfigError(f'unknown config key {unknown[0]!r}; known keys: '
+        raise UserError(f'unknown config key {unknown[0]!r}; known keys: '
                           + ', '.join(sorted(config)))
     return {key: _check_type(key, value) for key, value in overrides.items()}
 
 
+def _fail(message):
+    raise UserError(message)
+
+
+def check_generator_shape(img_size, g_dim, g_heads, g_mlp, dec_dim):
+    """Raise UserError unless the generator widths fit each other and img_size (used by validate
+    and by model.Generator, so that a model built without a config is checked the same way)."""
+    if img_size not in IMG_SIZES:
+        _fail(f'img_size={img_size} is not supported: use one of {", ".join(map(str, IMG_SIZES))}')
+    for key, value in (('g_dim', g_dim), ('g_heads', g_heads), ('g_mlp', g_mlp)):
+        if len(value) != 3:
+            _fail(f'{key}={list(value)} must have 3 entries, one per generator stage (8, 16, 32 px)')
+        if min(value) < 1:
+            _fail(f'{key}={list(value)} must hold positive integers')
+    for stage, (dim, heads) in enumerate(zip(g_dim, g_heads)):
+        if dim % heads:
+            _fail(f'g_dim[{stage}]={dim} is not divisible by g_heads[{stage}]={heads}')
+    for stage in (0, 1):  # pixel shuffle x2 turns C channels into C / 4
+        if g_dim[stage] % 4:
+            _fail(f'g_dim[{stage}]={g_dim[stage]} must be divisible by 4 (pixel shuffle x2)')
+    upsamplings = {32: 0, 64: 1, 128: 2, 256: 3}[img_size]
+    if not dec_dim:
+        patch = img_size // 32
+        if g_dim[2] % (patch * patch):
+            _fail(f'g_dim[2]={g_dim[2]} must be divisible by {patch * patch} for patch '
+                  f'generation at img_size {img_size} (or set dec_dim)')
+    elif len(dec_dim) != upsamplings:
+        _fail(f'dec_dim={list(dec_dim)} must have {upsamplings} entries for img_size {img_size} '
+              '(one per x2 upsampling from 32 px), or be False')
+
+
+def check_discriminator_shape(img_size, d_enc_dim, d_out_dim, d_heads):
+    """Raise UserError unless the discriminator widths fit each other and img_size."""
+    if img_size not in IMG_SIZES:
+        _fail(f'img_size={img_size} is not supported: use one of {", ".join(map(str, IMG_SIZES))}')
+    n_enc = D_ENC_LENGTHS[img_size]
+    if len(d_enc_dim) != n_enc:
+        _fail(f'd_enc_dim={list(d_enc_dim)} must have {n_enc} entries for img_size {img_size}')
+    if len(d_out_dim) != 2:
+        _fail(f'd_out_dim={list(d_out_dim)} must have 2 entries')
+    if min(d_enc_dim) < 1 or min(d_out_dim) < 1:
+        _fail(f'd_enc_dim={list(d_enc_dim)} and d_out_dim={list(d_out_dim)} must hold positive '
+              'integers')
+    if d_enc_dim[-1] % d_heads:
+        _fail(f'd_enc_dim[-1]={d_enc_dim[-1]} is not divisible by d_heads={d_heads}')
+
+
 def validate(values):
-    """Check that the values fit together; return them unchanged or raise ConfigError."""
+    """Check that the values fit together; return them unchanged or raise UserError."""
     v = values
-
-    def fail(message):
-        raise ConfigError(message)
-
-    if v['img_size'] not in IMG_SIZES:
-        fail(f'img_size={v["img_size"]} is not supported: use one of {", ".join(map(str, IMG_SIZES))}')
-    for key in ('g_dim', 'g_heads', 'g_mlp'):
-        if len(v[key]) != 3:
-            fail(f'{key}={v[key]} must have 3 entries, one per generator stage (8, 16, 32 px)')
     for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'n_fid_real', 'n_fid_gen',
                 'fid_batch_size', 'gen_batch_size'):
         if v[key] < 1:
-            fail(f'{key}={v[key]} must be a positive integer')
-    for key in ('g_dim', 'g_heads', 'g_mlp', 'd_enc_dim', 'd_out_dim'):
-        if min(v[key]) < 1:
-            fail(f'{key}={v[key]} must hold positive integers')
-    for stage, (dim, heads) in enumerate(zip(v['g_dim'], v['g_heads'])):
-        if dim % heads:
-            fail(f'g_dim[{stage}]={dim} is not divisible by g_heads[{stage}]={heads}')
-    for stage in (0, 1):  # pixel shuffle x2 turns C channels into C / 4
-        if v['g_dim'][stage] % 4:
-            fail(f'g_dim[{stage}]={v["g_dim"][stage]} must be divisible by 4 (pixel shuffle x2)')
-    upsamplings = {32: 0, 64: 1, 128: 2, 256: 3}[v['img_size']]
-    if v['dec_dim'] is False:
-        patch = v['img_size'] // 32
-        if v['g_dim'][2] % (patch * patch):
-            fail(f'g_dim[2]={v["g_dim"][2]} must be divisible by {patch * patch} for patch '
-                 f'generation at img_size {v["img_size"]} (or set dec_dim)')
-    elif len(v['dec_dim']) != upsamplings:
-        fail(f'dec_dim={v["dec_dim"]} must have {upsamplings} entries for img_size '
-             f'{v["img_size"]} (one per x2 upsampling from 32 px), or be False')
-    n_enc = {32: 2, 64: 3, 128: 4, 256: 5}[v['img_size']]
-    if len(v['d_enc_dim']) != n_enc:
-        fail(f'd_enc_dim={v["d_enc_dim"]} must have {n_enc} entries for img_size {v["img_size"]}')
-    if len(v['d_out_dim']) != 2:
-        fail(f'd_out_dim={v["d_out_dim"]} must have 2 entries')
-    if v['d_enc_dim'][-1] % v['d_heads']:
-        fail(f'd_enc_dim[-1]={v["d_enc_dim"][-1]} is not divisible by d_heads={v["d_heads"]}')
-    if v['loss'] not in LOSSES:
-        fail(f'loss={v["loss"]!r} is not supported: use one of {", ".join(LOSSES)}')
-    if v['attention'] not in ATTENTIONS:
-        fail(f'attention={v["attention"]!r} is not supported: use one of {", ".join(ATTENTIONS)}')
-    if v['fid_backbone'] not in FID_BACKBONES:
-        fail(f'fid_backbone={v["fid_backbone"]!r} is not supported: use one of '
-             + ', '.join(FID_BACKBONES))
-    if v['precision'] not in PRECISIONS:
-        fail(f'precision={v["precision"]!r} is not supported: use one of {", ".join(PRECISIONS)}')
-    for key in ('g_initializer', 'd_initializer'):
-        if v[key] not in INITIALIZERS:
-            fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(INITIALIZERS)}')
+            _fail(f'{key}={v[key]} must be a positive integer')
+    check_generator_shape(v['img_size'], v['g_dim'], v['g_heads'], v['g_mlp'], v['dec_dim'])
+    check_discriminator_shape(v['img_size'], v['d_enc_dim'], v['d_out_dim'], v['d_heads'])
+    for key, allowed in (('loss', LOSSES), ('attention', ATTENTIONS),
+                         ('fid_backbone', FID_BACKBONES), ('precision', PRECISIONS),
+                         ('g_initializer', INITIALIZERS), ('d_initializer', INITIALIZERS)):
+        if v[key] not in allowed:
+            _fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(allowed)}')
     ops = [op for op in v['policy'].split(',') if op]
     for op in ops:
         if op not in POLICY_OPS:
-            fail(f'policy={v["policy"]!r} has unknown operation {op!r}: use a comma-separated '
-                 f'list of {", ".join(POLICY_OPS)} (or an empty string)')
+            _fail(f'policy={v["policy"]!r} has unknown operation {op!r}: use a comma-separated '
+                  f'list of {", ".join(POLICY_OPS)} (or an empty string)')
     if not 0.0 <= v['ema_decay'] < 1.0:
-        fail(f'ema_decay={v["ema_decay"]} must be in [0, 1)')
+        _fail(f'ema_decay={v["ema_decay"]} must be in [0, 1)')
     for key in ('g_lr', 'd_lr', 'plot_size'):
         if v[key] <= 0:
-            fail(f'{key}={v[key]} must be positive')
+            _fail(f'{key}={v[key]} must be positive')
     for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
         if not 0.0 <= v[key] < 1.0:
-            fail(f'{key}={v[key]} must be in [0, 1)')
+            _fail(f'{key}={v[key]} must be in [0, 1)')
     for key in ('gp_weight', 'cr_weight', 'nan_retries'):
         if v[key] < 0:
-            fail(f'{key}={v[key]} must not be negative')
+            _fail(f'{key}={v[key]} must not be negative')
     return values
 
 
@@ -267,7 +289,7 @@ def make_config(preset=None, **overrides):
     values = copy.deepcopy(config)
     if preset is not None:
         if preset not in presets:
-            raise ConfigError(f'unknown preset {preset!r}: use one of {", ".join(presets)}')
+            raise UserError(f'unknown preset {preset!r}: use one of {", ".join(presets)}')
         values.update(presets[preset])
     values.update(_typed_overrides(overrides))
     return Config(validate(values))
@@ -292,11 +314,11 @@ def config_from_dict(values, source='the stored config'):
 def parse_override(text):
     """'key=value' from the command line -> (key, typed value). Strings need no quotes."""
     if '=' not in text:
-        raise ConfigError(f'--set {text!r} is not of the form key=value')
+        raise UserError(f'--set {text!r} is not of the form key=value')
     key, raw = text.split('=', 1)
     key = key.strip()
     if key not in config:
-        raise ConfigError(f'unknown config key {key!r}; known keys: ' + ', '.join(sorted(config)))
+        raise UserError(f'unknown config key {key!r}; known keys: ' + ', '.join(sorted(config)))
     default = config[key]
     if isinstance(default, str) and key != 'dec_dim':
         value = raw.strip()
@@ -308,7 +330,7 @@ def parse_override(text):
             try:
                 value = ast.literal_eval(raw.strip())
             except (ValueError, SyntaxError):
-                raise ConfigError(f'--set {key}={raw} is not a valid value: it must be '
+                raise UserError(f'--set {key}={raw} is not a valid value: it must be '
                                   f'{_type_name(default)}') from None
     return key, _check_type(key, value)
 

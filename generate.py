@@ -29,17 +29,23 @@ import os
 import re
 import sys
 
-os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+import cli  # noqa: E402  (first: see cli.py)
+
+if __name__ == '__main__':
+    cli.import_tensorflow_quietly()
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')  # imported, e.g. in a notebook
 
 import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-import config as config_lib  # noqa: E402
-import utils  # noqa: E402
+import checkpoints  # noqa: E402
+import plots  # noqa: E402
+from config import UserError  # noqa: E402
+from data import to_uint8  # noqa: E402
 
 DEFAULT_SEEDS = '0-63'
-DEFAULT_CACHE_DIR = os.path.join('~', '.cache', 'ladagan', 'pretrained')
 MAX_SEED = 2 ** 32 - 1  # the range np.random.RandomState accepts
 GIF_FRAME_MS = 50  # 20 frames per second
 ATTENTION_IMAGES = 8  # rows of the attention-map figures (as the training samples)
@@ -53,16 +59,16 @@ def parse_seeds(text):
     for item in str(text).split(','):
         match = _SEED_ITEM.match(item.strip())
         if match is None:
-            raise utils.UserError(
+            raise UserError(
                 f'--seeds {text!r} is not valid: use non-negative integers and ranges such as '
                 '0-63 or 0-3,10,20-22')
         start = int(match.group(1))
         end = int(match.group(2)) if match.group(2) is not None else start
         if end < start:
-            raise utils.UserError(f'--seeds {text!r} has the range {item.strip()} whose end is '
+            raise UserError(f'--seeds {text!r} has the range {item.strip()} whose end is '
                                   'below its start: write ranges as START-END with START <= END')
         if end > MAX_SEED:
-            raise utils.UserError(f'--seeds {text!r} goes above the largest seed {MAX_SEED}')
+            raise UserError(f'--seeds {text!r} goes above the largest seed {MAX_SEED}')
         seeds.extend(range(start, end + 1))
     return seeds
 
@@ -101,8 +107,6 @@ def interpolation_noise(key_noise, frames_per_segment):
 def generate_batches(generator, noise, batch_size, desc):
     """Yield (images (B, S, S, 3) float32 in [-1, 1], [attention maps (B, heads, tokens)]) for
     consecutive batches of `noise`, with a progress bar counting images."""
-    import tensorflow as tf
-
     with tqdm(total=len(noise), unit='img', desc=desc, dynamic_ncols=True) as bar:
         for start in range(0, len(noise), batch_size):
             batch = tf.constant(noise[start:start + batch_size])
@@ -122,8 +126,10 @@ def load_generator(args):
     """(config, generator, model folder) from --model_dir or --pretrained."""
     model_dir = args.model_dir
     if args.pretrained:
-        model_dir = utils.download_official_checkpoint(args.pretrained, dest_dir=args.cache_dir)
-    conf, generator = utils.load_run_generator(model_dir, ckpt=args.ckpt, ema=not args.no_ema)
+        model_dir = checkpoints.download_official_checkpoint(args.pretrained,
+                                                             dest_dir=args.cache_dir)
+    conf, generator = checkpoints.load_run_generator(model_dir, ckpt=args.ckpt,
+                                                     ema=not args.no_ema)
     return conf, generator, model_dir
 
 
@@ -142,7 +148,7 @@ def run(args, seeds):
     noise = seed_noise(seeds, conf.noise_dim)
     start = 0
     for images, maps in generate_batches(generator, noise, batch_size, 'generate'):
-        images_uint8 = utils.to_uint8(images)  # the training samples' quantisation
+        images_uint8 = to_uint8(images)  # the training samples' quantisation
         if not args.grid_only:
             for image, seed in zip(images_uint8, seeds[start:start + len(images)]):
                 Image.fromarray(image).save(os.path.join(outdir, f'seed{seed:04d}.png'))
@@ -158,12 +164,12 @@ def run(args, seeds):
         written.append(names[0] if len(seeds) == 1 else f'{len(seeds)} images {names[0]} .. '
                        + names[1])
     if keep_for_grid:
-        utils.save_image_grid(np.stack(grid_images), os.path.join(outdir, 'grid.png'))
+        plots.save_image_grid(np.stack(grid_images), os.path.join(outdir, 'grid.png'))
         written.append('grid.png')
     if args.attn_maps:
         # (B, heads, tokens) per stage, batches joined
         stage_maps = [np.concatenate(per_stage, axis=0) for per_stage in zip(*attn_maps)]
-        paths = utils.save_attention_maps(np.stack(attn_images), stage_maps, outdir + os.sep,
+        paths = plots.save_attention_maps(np.stack(attn_images), stage_maps, outdir + os.sep,
                                           heads=conf.g_heads, plot_size=conf.plot_size,
                                           max_images=ATTENTION_IMAGES)
         written.extend(os.path.basename(path) for path in paths)
@@ -171,7 +177,7 @@ def run(args, seeds):
     if args.interpolate:
         key_noise = noise[:args.interpolate]
         path_noise = interpolation_noise(key_noise, args.frames)
-        frames = [utils.to_uint8(images) for images, _ in
+        frames = [to_uint8(images) for images, _ in
                   generate_batches(generator, path_noise, batch_size, 'interpolate')]
         save_gif(np.concatenate(frames, axis=0), os.path.join(outdir, 'interpolation.gif'))
         written.append(f'interpolation.gif ({len(path_noise)} frames through seeds '
@@ -193,11 +199,12 @@ def parse_args(argv=None):
         epilog=__doc__.split('\n\n', 2)[2])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--model_dir', help='run folder of ours, or an official model folder')
-    source.add_argument('--pretrained', choices=list(utils.OFFICIAL_CHECKPOINT_STEPS),
+    source.add_argument('--pretrained', choices=list(checkpoints.OFFICIAL_CHECKPOINT_STEPS),
                         help='download this official model from the Hugging Face Hub (once) '
                              'and use it')
-    parser.add_argument('--cache_dir', default=DEFAULT_CACHE_DIR,
-                        help='where --pretrained models are kept (default: %(default)s)')
+    parser.add_argument('--cache_dir', default=None,
+                        help='where --pretrained models are kept (default: the pretrained/ '
+                             'folder of $LADAGAN_CACHE_DIR or ~/.cache/ladagan)')
     parser.add_argument('--outdir', required=True, help='output folder (created if needed)')
     parser.add_argument('--seeds', help='seeds as ranges and lists, e.g. 0-63 or 0-3,10,20-22 '
                                         f'(default {DEFAULT_SEEDS})')
@@ -224,17 +231,17 @@ def parse_args(argv=None):
 def resolve_seeds(args):
     """The seed list asked for, or UserError; checks every option before anything is loaded."""
     if args.seeds is not None and args.num is not None:
-        raise utils.UserError('--seeds and --num both choose the seeds: give only one')
+        raise UserError('--seeds and --num both choose the seeds: give only one')
     if args.num is not None and args.num < 1:
-        raise utils.UserError(f'--num {args.num} is not allowed: it must be a positive integer')
+        raise UserError(f'--num {args.num} is not allowed: it must be a positive integer')
     if args.interpolate is not None and args.interpolate < 2:
-        raise utils.UserError(f'--interpolate {args.interpolate} is not allowed: it needs at '
+        raise UserError(f'--interpolate {args.interpolate} is not allowed: it needs at '
                               'least 2 seeds to move between')
     if args.frames < 1:
-        raise utils.UserError(f'--frames {args.frames} is not allowed: it must be a positive '
+        raise UserError(f'--frames {args.frames} is not allowed: it must be a positive '
                               'integer')
     if args.grid and args.grid_only:
-        raise utils.UserError('--grid and --grid_only both choose the grid: give only one')
+        raise UserError('--grid and --grid_only both choose the grid: give only one')
     if args.num is not None:
         seeds = list(range(args.num))
     elif args.seeds is not None:
@@ -244,10 +251,10 @@ def resolve_seeds(args):
     else:
         seeds = parse_seeds(DEFAULT_SEEDS)
     if args.interpolate and len(seeds) < args.interpolate:
-        raise utils.UserError(f'--interpolate {args.interpolate} needs at least '
+        raise UserError(f'--interpolate {args.interpolate} needs at least '
                               f'{args.interpolate} seeds but only {len(seeds)} were given')
     if args.model_dir is not None and not os.path.isdir(os.path.expanduser(args.model_dir)):
-        raise utils.UserError(f'--model_dir {args.model_dir} does not exist: give a run folder '
+        raise UserError(f'--model_dir {args.model_dir} does not exist: give a run folder '
                               'or an official model folder (config.json + '
                               'best-training-checkpoints/)')
     return seeds
@@ -258,7 +265,7 @@ def main(argv=None):
     try:
         seeds = resolve_seeds(args)
         run(args, seeds)
-    except (utils.UserError, config_lib.ConfigError) as err:
+    except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     return 0

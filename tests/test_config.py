@@ -42,12 +42,12 @@ def test_presets_hold_the_released_settings():
     (dict(jit=1), "jit=1 is not allowed: use True, False or 'auto'"),
 ])
 def test_bad_values_raise_one_clear_error(overrides, message):
-    with pytest.raises(config.ConfigError, match=message):
+    with pytest.raises(config.UserError, match=message):
         config.make_config(**overrides)
 
 
 def test_unknown_preset():
-    with pytest.raises(config.ConfigError, match="unknown preset 'cifar'"):
+    with pytest.raises(config.UserError, match="unknown preset 'cifar'"):
         config.make_config('cifar')
 
 
@@ -76,7 +76,7 @@ def test_command_line_overrides_are_typed(text, expected):
     ('jit=xla', "jit='xla' is not allowed: use True, False or 'auto'"),
 ])
 def test_bad_overrides(text, message):
-    with pytest.raises(config.ConfigError, match=message):
+    with pytest.raises(config.UserError, match=message):
         config.parse_override(text)
 
 
@@ -85,7 +85,7 @@ def test_config_is_read_only_and_replace_validates():
     with pytest.raises(AttributeError):
         conf.batch_size = 3
     assert conf.replace(batch_size=3).batch_size == 3
-    with pytest.raises(config.ConfigError):
+    with pytest.raises(config.UserError):
         conf.replace(img_size=31)
 
 
@@ -118,5 +118,5 @@ def test_a_stored_config_missing_new_keys_takes_their_defaults_with_one_notice()
     assert conf == config.make_config('tiny')
     assert notices == ["RUN/config.json predates the config keys jit, nan_retries: using the "
                        "defaults jit='auto', nan_retries=0"]
-    with pytest.raises(config.ConfigError, match="unknown config key 'batchsize'"):
+    with pytest.raises(config.UserError, match="unknown config key 'batchsize'"):
         config.config_from_dict(dict(stored, batchsize=3))

@@ -1,4 +1,4 @@
-"""Tests for the DATA and PLOTS sections of utils.py."""
+"""data.py: listing, decoding, resizing, in-memory and streamed datasets, sharding, to_uint8."""
 
 import io
 import os
@@ -12,8 +12,8 @@ from PIL import Image
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import utils  # noqa: E402
-from utils import UserError  # noqa: E402
+import data  # noqa: E402
+from config import UserError  # noqa: E402
 
 SIZE = 16
 
@@ -94,31 +94,31 @@ def _batch_ids(batch):
 
 def test_list_image_files_folder_glob_and_errors(odd_folder, tmp_path):
     folder, expected = odd_folder
-    files = utils.list_image_files(folder)
+    files = data.list_image_files(folder)
     assert files == sorted(files)
     assert sorted(os.path.relpath(f, folder) for f in files) == sorted(expected)  # recursive, no .txt
-    assert utils.list_image_files(os.path.join(folder, '*.png')) == sorted(
+    assert data.list_image_files(os.path.join(folder, '*.png')) == sorted(
         os.path.join(folder, name) for name in expected if name.endswith('.png') and '/' not in name)
-    assert utils.list_image_files(os.path.join(folder, '**', '*.jpeg')) == [
+    assert data.list_image_files(os.path.join(folder, '**', '*.jpeg')) == [
         os.path.join(folder, 'sub', 'dir', 'nested.jpeg')]
     missing = str(tmp_path / 'missing')
     with pytest.raises(UserError, match='missing'):
-        utils.list_image_files(missing)
+        data.list_image_files(missing)
     with pytest.raises(UserError, match='matches no files'):
-        utils.list_image_files(missing + '/*.png')
+        data.list_image_files(missing + '/*.png')
     (tmp_path / 'empty').mkdir()
     with pytest.raises(UserError, match='No images found'):
-        utils.list_image_files(str(tmp_path / 'empty'))
+        data.list_image_files(str(tmp_path / 'empty'))
 
 
 def test_dataset_fingerprint_tracks_changes(tmp_path):
     root = _id_folder(str(tmp_path / 'ids'), 3)
-    files = utils.list_image_files(root)
-    first = utils.dataset_fingerprint(files)
-    assert first == utils.dataset_fingerprint(list(reversed(files)))  # order-independent
+    files = data.list_image_files(root)
+    first = data.dataset_fingerprint(files)
+    assert first == data.dataset_fingerprint(list(reversed(files)))  # order-independent
     os.utime(files[0], ns=(time.time_ns(), time.time_ns() + 10 ** 9))
-    assert utils.dataset_fingerprint(files) != first
-    assert utils.dataset_fingerprint(files[:2]) != utils.dataset_fingerprint(files)
+    assert data.dataset_fingerprint(files) != first
+    assert data.dataset_fingerprint(files[:2]) != data.dataset_fingerprint(files)
 
 
 # ---------------------------------------------------------------- decoding
@@ -126,9 +126,9 @@ def test_dataset_fingerprint_tracks_changes(tmp_path):
 
 def test_odd_images_decode_to_rgb_and_bad_ones_are_skipped(odd_folder):
     folder, expected = odd_folder
-    files = utils.list_image_files(folder)
-    with pytest.warns(utils.SkippedImagesWarning, match='Skipped 2 of 14'):
-        images = utils.load_image_array(files, SIZE, show_progress=False)
+    files = data.list_image_files(folder)
+    with pytest.warns(data.SkippedImagesWarning, match='Skipped 2 of 14'):
+        images = data.load_image_array(files, SIZE, show_progress=False)
     good = [f for f in files if expected[os.path.relpath(f, folder)] is not None]
     assert images.shape == (len(good), SIZE, SIZE, 3) and images.dtype == np.uint8
     for path, image in zip(good, images):  # file order is kept
@@ -139,11 +139,11 @@ def test_odd_images_decode_to_rgb_and_bad_ones_are_skipped(odd_folder):
 def test_only_corrupt_files_raise(tmp_path):
     root = _id_folder(str(tmp_path / 'bad'), 0, bad=3)
     with pytest.raises(UserError, match='None of the 3 image files could be decoded'):
-        utils.load_image_array(utils.list_image_files(root), SIZE, show_progress=False)
+        data.load_image_array(data.list_image_files(root), SIZE, show_progress=False)
     with pytest.raises(UserError):
-        utils.make_train_dataset(root, SIZE, 2)
+        data.make_train_dataset(root, SIZE, 2)
     with pytest.raises(UserError):
-        utils.make_train_dataset(root, SIZE, 2, cache_limit_bytes=0)  # streaming checks a sample
+        data.make_train_dataset(root, SIZE, 2, cache_limit_bytes=0)  # streaming checks a sample
 
 
 def test_bilinear_resize_matches_tf_image_resize(tmp_path):
@@ -151,10 +151,10 @@ def test_bilinear_resize_matches_tf_image_resize(tmp_path):
     for shape, size in (((37, 53, 3), 16), ((10, 12, 3), 32), ((64, 64, 3), 64)):
         pixels = rng.integers(0, 256, shape, np.uint8)
         reference = tf.image.resize(tf.constant(pixels, tf.float32), [size, size], 'bilinear').numpy()
-        np.testing.assert_allclose(utils.resize_bilinear(pixels, size), reference, atol=1e-3)
+        np.testing.assert_allclose(data.resize_bilinear(pixels, size), reference, atol=1e-3)
         path = str(tmp_path / f'{shape[0]}.png')
         Image.fromarray(pixels).save(path)
-        decoded = utils.decode_image(path, size).astype(np.float32)
+        decoded = data.decode_image(path, size).astype(np.float32)
         # Only the final rounding to uint8 differs: at most half a level.
         assert np.abs(decoded - reference).max() <= 0.5 + 1e-3
 
@@ -166,9 +166,9 @@ def test_center_crop_keeps_the_middle_square(tmp_path):
     pixels[:, 40:] = (0, 0, 255)
     path = str(tmp_path / 'wide.png')
     Image.fromarray(pixels).save(path)
-    cropped = utils.decode_image(path, 8, center_crop=True)
+    cropped = data.decode_image(path, 8, center_crop=True)
     np.testing.assert_array_equal(cropped, np.broadcast_to([0, 255, 0], (8, 8, 3)))
-    stretched = utils.decode_image(path, 8, center_crop=False)
+    stretched = data.decode_image(path, 8, center_crop=False)
     assert stretched[:, 0, 0].min() == 255 and stretched[:, -1, 2].min() == 255  # whole width kept
 
 
@@ -179,7 +179,7 @@ def test_center_crop_keeps_the_middle_square(tmp_path):
 @pytest.mark.parametrize('cache_limit_bytes', [None, 0], ids=['in_memory', 'streaming'])
 def test_train_dataset_batches_shuffling_and_determinism(tmp_path, cache_limit_bytes):
     root = _id_folder(str(tmp_path / 'ids'), 10, bad=1)
-    dataset, size = utils.make_train_dataset(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes,
+    dataset, size = data.make_train_dataset(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes,
                                              return_size=True)
     assert size == (10 if cache_limit_bytes is None else 11)  # streaming counts files before decoding
     batches = list(dataset.take(12))
@@ -192,9 +192,9 @@ def test_train_dataset_batches_shuffling_and_determinism(tmp_path, cache_limit_b
     for epoch in epochs:
         assert len(set(epoch)) == 8 and set(epoch) <= set(range(10))
     assert len({tuple(epoch) for epoch in epochs}) > 1  # reshuffled every epoch
-    again = utils.make_train_dataset(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes)
+    again = data.make_train_dataset(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes)
     assert [_batch_ids(batch) for batch in again.take(12)] == ids  # same seed, same batches
-    other = utils.make_train_dataset(root, SIZE, 4, seed=4, cache_limit_bytes=cache_limit_bytes)
+    other = data.make_train_dataset(root, SIZE, 4, seed=4, cache_limit_bytes=cache_limit_bytes)
     assert [_batch_ids(batch) for batch in other.take(12)] != ids
 
 
@@ -202,108 +202,42 @@ def test_sharding_splits_the_files(tmp_path):
     root = _id_folder(str(tmp_path / 'ids'), 9)
     seen = []
     for shard in range(3):
-        dataset, size = utils.make_train_dataset(root, SIZE, 3, seed=0, num_shards=3, shard_index=shard,
+        dataset, size = data.make_train_dataset(root, SIZE, 3, seed=0, num_shards=3, shard_index=shard,
                                                  return_size=True)
         assert size == 3
         seen.append(set(_batch_ids(next(iter(dataset)))))
     assert seen == [{0, 3, 6}, {1, 4, 7}, {2, 5, 8}]
     with pytest.raises(UserError, match='shard_index=3'):
-        utils.make_train_dataset(root, SIZE, 3, num_shards=3, shard_index=3)
+        data.make_train_dataset(root, SIZE, 3, num_shards=3, shard_index=3)
 
 
 def test_too_few_images_and_bad_arguments_raise(tmp_path):
     root = _id_folder(str(tmp_path / 'ids'), 3)
     with pytest.raises(UserError, match='fewer than batch_size=4'):
-        utils.make_train_dataset(root, SIZE, 4)
+        data.make_train_dataset(root, SIZE, 4)
     with pytest.raises(UserError, match='fewer than batch_size=4'):
-        utils.make_train_dataset(root, SIZE, 4, cache_limit_bytes=0)
+        data.make_train_dataset(root, SIZE, 4, cache_limit_bytes=0)
     with pytest.raises(UserError, match='img_size=0'):
-        utils.make_train_dataset(root, 0, 2)
-
-
-# ---------------------------------------------------------------- OpenMoji demo dataset
-
-
-def test_openmoji_renders_colour_emoji_and_caches(tmp_path, monkeypatch):
-    folder = utils.openmoji_dataset(32, cache_dir=str(tmp_path), limit=40)
-    files = utils.list_image_files(folder)
-    assert len(files) == 40
-    images = np.stack([np.asarray(Image.open(path)) for path in files])  # (40, 32, 32, 3)
-    assert images.shape == (40, 32, 32, 3)
-    assert all((image < 250).any() for image in images)  # non-blank
-    assert len({image.tobytes() for image in images}) == 40  # all different
-    saturation = images.max(-1).astype(int) - images.min(-1)  # (40, 32, 32)
-    assert (saturation.max(axis=(1, 2)) > 100).mean() > 0.5  # mostly colourful
-    corners = images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
-    assert (corners == 255).all()  # white background, glyphs not touching the corners
-    assert os.path.exists(os.path.join(folder, 'ATTRIBUTION.txt'))
-
-    def must_not_render(*args, **kwargs):
-        raise AssertionError('the cached folder should have been reused')
-
-    monkeypatch.setattr(utils, '_render_openmoji_chunk', must_not_render)
-    assert utils.openmoji_dataset(32, cache_dir=str(tmp_path), limit=40) == folder
-
-
-def test_interrupted_openmoji_render_leaves_no_folder(tmp_path, monkeypatch):
-    def interrupted(*args, **kwargs):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(utils, '_render_openmoji_chunk', interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        utils.openmoji_dataset(32, cache_dir=str(tmp_path), limit=5, num_workers=1)
-    assert os.listdir(tmp_path) == []  # neither the final nor the partial folder
-
-
-# ---------------------------------------------------------------- plots
+        data.make_train_dataset(root, 0, 2)
 
 
 def test_to_uint8_matches_official_conversion():
     values = np.array([-2.0, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 3.0], np.float32)
-    np.testing.assert_array_equal(utils.to_uint8(values), [0, 0, 0, 127, 191, 254, 255, 255])
+    np.testing.assert_array_equal(data.to_uint8(values), [0, 0, 0, 127, 191, 254, 255, 255])
 
 
-def test_save_image_grid_writes_8x8_png(tmp_path):
-    images = np.random.default_rng(0).uniform(-1, 1, (64, 16, 16, 3)).astype(np.float32)
-    path = str(tmp_path / 'grid.png')
-    grid = utils.save_image_grid(images, path)
-    side = 8 * (16 + 2) + 2
-    assert grid.shape == (side, side, 3)
-    with Image.open(path) as saved:
-        assert saved.size == (side, side)
-        np.testing.assert_array_equal(np.asarray(saved), grid)
-    np.testing.assert_array_equal(grid[2:18, 2:18], utils.to_uint8(images[0]))
+def test_quantisation_matches_official_png_saving():
+    images = np.float32([-1.5, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 2.0]).reshape(1, 2, 4, 1).repeat(3, -1)
+    expected = np.clip(images * 127.5 + 127.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(data.to_uint8(images), expected)
+    assert data.to_uint8(np.zeros((1, 1, 1, 3)))[0, 0, 0, 0] == 127  # truncation, not rounding
 
 
-def test_save_attention_maps_one_png_per_stage(tmp_path):
-    rng = np.random.default_rng(0)
-    images = rng.uniform(-1, 1, (8, 32, 32, 3)).astype(np.float32)
-    maps = [rng.random((8, 4, tokens)).astype(np.float32) for tokens in (64, 256, 1024)]
-    paths = utils.save_attention_maps(images, maps, str(tmp_path / 'attn'), heads=[4, 4, 4], plot_size=5.2)
-    assert [os.path.basename(p) for p in paths] == [
-        'attn_stage0_8x8.png', 'attn_stage1_16x16.png', 'attn_stage2_32x32.png']
-    for path in paths:
-        with Image.open(path) as saved:
-            width, height = saved.size
-            assert height >= 500 and width > height / 2  # readable panels for 8 rows x 6 columns
-            assert np.asarray(saved).std() > 10  # not empty
-    with pytest.raises(ValueError, match='not a square'):
-        utils.save_attention_maps(images, [rng.random((8, 4, 60))], str(tmp_path / 'bad'))
-
-
-def test_save_loss_curves_writes_png(tmp_path):
-    steps = np.arange(1, 120) * 256
-    history = {'d_loss': list(zip(steps, np.sin(steps))), 'g_loss': list(zip(steps, np.cos(steps))),
-               'gp': list(zip(steps, np.full(len(steps), 1e-4))),
-               'real_logits_mean': list(zip(steps, np.ones(len(steps)))),
-               'fake_logits_mean': list(zip(steps, -np.ones(len(steps)))),
-               'cr': list(zip(steps, np.zeros(len(steps)))),  # all zero: no panel
-               'fid': [(10000, 80.0), (20000, float('nan')), (30000, 60.0)]}
-    path = str(tmp_path / 'loss.png')
-    assert utils.save_loss_curves(history, path) == path
-    with Image.open(path) as saved:
-        assert saved.size == (1200, 600)  # 4 panels: 2 columns x 2 rows of 6x3 inches at 100 dpi
-        assert np.asarray(saved).std() > 10
-    empty_path = str(tmp_path / 'empty.png')
-    utils.save_loss_curves({}, empty_path)
-    assert os.path.getsize(empty_path) > 0
+def test_load_image_composites_alpha_on_white_and_resizes(tmp_path):
+    rgba = np.zeros((8, 8, 4), np.uint8)
+    rgba[:4, :, :] = (255, 0, 0, 255)  # top half opaque red, bottom half transparent
+    Image.fromarray(rgba, 'RGBA').save(tmp_path / 'a.png')
+    pixels = data.decode_image(str(tmp_path / 'a.png'))
+    assert pixels.dtype == np.uint8 and pixels.shape == (8, 8, 3)
+    assert tuple(pixels[0, 0]) == (255, 0, 0) and tuple(pixels[7, 7]) == (255, 255, 255)
+    assert data.decode_image(str(tmp_path / 'a.png'), img_size=4).shape == (4, 4, 3)

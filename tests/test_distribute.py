@@ -14,7 +14,7 @@ sys.path.insert(0, ROOT)
 
 import config  # noqa: E402
 import model  # noqa: E402
-import train  # noqa: E402
+import gan  # noqa: E402
 
 
 def _run_script(*args):
@@ -60,16 +60,16 @@ def test_two_workers_train_together(tmp_path):
 def test_mixed_precision_steps_train_with_float32_outputs(precision):
     conf = config.make_config('tiny', batch_size=4, precision=precision,
                               policy='color,translation,cutout')
-    gan = train.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
-    assert gan.generator.block_8.attn.wq.compute_dtype == precision.split('_')[1]
-    assert gan.generator.trainable_variables[0].dtype == tf.float32
+    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+    assert ladagan.generator.block_8.attn.wq.compute_dtype == precision.split('_')[1]
+    assert ladagan.generator.trainable_variables[0].dtype == tf.float32
     real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=0)
     for _ in range(6):  # float16 starts at loss scale 2^15 and halves until R1 is finite
-        metrics = gan.train_step(real)
+        metrics = ladagan.train_step(real)
     assert all(np.isfinite(float(value)) for value in metrics.values()), metrics
     assert float(metrics['gp']) > 0  # R1 must not underflow to zero
-    images, attn_maps = gan.ema_generator(tf.random.normal([2, 128]))
-    logits = gan.discriminator(images)
+    images, attn_maps = ladagan.ema_generator(tf.random.normal([2, 128]))
+    logits = ladagan.discriminator(images)
     assert images.dtype == logits.dtype == attn_maps[0].dtype == tf.float32
     assert keras_policy_is_float32()
 

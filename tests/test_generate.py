@@ -1,5 +1,5 @@
 """generate.py (seeds, grid, interpolation GIF, attention maps, errors) and
-utils.download_official_checkpoint (without network: the hub client is faked)."""
+checkpoints.download_official_checkpoint (without network: the hub client is faked)."""
 
 import os
 import shutil
@@ -12,37 +12,37 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import checkpoints
+import config
+import data
+import gan
 import generate
-import utils
+import model
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_TINY32 = os.path.join(REPO_ROOT, 'tests', 'fixtures', 'official', 'tiny32')
-PADDING = 2  # utils.save_image_grid's grey border between tiles
+PADDING = 2  # plots.save_image_grid's grey border between tiles
 
 
 @pytest.fixture(scope='session')
 def our_run(tmp_path_factory):
     """A run folder of ours (tiny preset) with a best and a different latest checkpoint.
 
-    Written with train.LadaGAN.checkpoint() and the run layout of train.train, but without
+    Written with gan.LadaGAN.checkpoint() and the run layout of train.train, but without
     train steps: tracing one costs ~40 s on a shared 2-core CPU. The raw generator is then
     nudged so that it differs from its EMA, as after training."""
     import tensorflow as tf
 
-    import config as config_lib
-    import model as model_lib
-    import train
-
     run_dir = tmp_path_factory.mktemp('our_run')
-    conf = config_lib.make_config('tiny')
+    conf = config.make_config('tiny')
     with open(run_dir / 'config.json', 'w') as f:
         f.write(conf.to_json())
-    gan = train.LadaGAN(model_lib.build_generator(conf), model_lib.build_discriminator(conf),
+    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf),
                         conf)
-    ckpt = gan.checkpoint(fid=tf.Variable(1.0), best_fid=tf.Variable(1.0))
+    ckpt = ladagan.checkpoint(fid=tf.Variable(1.0), best_fid=tf.Variable(1.0))
     rng = np.random.default_rng(0)
     for folder, n_images in (('best-training-checkpoints', 16), ('training-checkpoints', 32)):
-        for weight in gan.generator.trainable_weights + gan.ema_generator.trainable_weights:
+        for weight in ladagan.generator.trainable_weights + ladagan.ema_generator.trainable_weights:
             weight.assign(weight + 0.05 * rng.standard_normal(weight.shape).astype('float32'))
         tf.train.CheckpointManager(ckpt, str(run_dir / folder), 1).save(n_images)
     return str(run_dir)
@@ -67,7 +67,7 @@ def test_parse_seeds_ranges_and_lists():
 @pytest.mark.parametrize('text', ['5-2', 'a-b', '', '1,,2', '-1', '0-3-5', '1.5',
                                   str(2 ** 32)])
 def test_parse_seeds_rejects_bad_syntax(text):
-    with pytest.raises(utils.UserError, match='--seeds'):
+    with pytest.raises(config.UserError, match='--seeds'):
         generate.parse_seeds(text)
 
 
@@ -107,11 +107,11 @@ def test_same_seed_same_pixels_across_runs_and_batches(model, our_run, tmp_path)
 
 
 def test_images_use_the_training_quantisation(tmp_path):
-    conf, generator = utils.load_run_generator(OFFICIAL_TINY32)
+    conf, generator = checkpoints.load_run_generator(OFFICIAL_TINY32)
     images, _ = generator(generate.seed_noise([2], conf.noise_dim), training=False)
     run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--seeds', '2')
     np.testing.assert_array_equal(read_png(tmp_path / 'seed0002.png'),
-                                  utils.to_uint8(images.numpy())[0])
+                                  data.to_uint8(images.numpy())[0])
 
 
 @pytest.mark.parametrize('model', ['official', 'ours'])
@@ -165,11 +165,11 @@ def test_attention_maps_one_png_per_stage(our_run, tmp_path):
 def test_pretrained_downloads_into_the_cache_dir(monkeypatch, tmp_path):
     calls = []
 
-    def fake_download(name, dest_dir='.', repo_id=utils.OFFICIAL_HUB_REPO):
+    def fake_download(name, dest_dir='.', repo_id=checkpoints.OFFICIAL_HUB_REPO):
         calls.append((name, dest_dir))
         return OFFICIAL_TINY32
 
-    monkeypatch.setattr(utils, 'download_official_checkpoint', fake_download)
+    monkeypatch.setattr(checkpoints, 'download_official_checkpoint', fake_download)
     run_generate('--pretrained', 'cifar10', '--cache_dir', tmp_path / 'cache',
                  '--outdir', tmp_path / 'out', '--seeds', '0')
     assert calls == [('cifar10', str(tmp_path / 'cache'))]
@@ -224,94 +224,3 @@ def test_bad_seeds_from_the_command_line(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
-# ---------------------------------------------------------------- download_official_checkpoint
-
-def fake_hub(monkeypatch, hf_hub_download):
-    """Install a stand-in `huggingface_hub` module (the real one is optional) whose
-    hf_hub_download is the given function; skip the reachability probe."""
-    hub = types.ModuleType('huggingface_hub')
-    hub.hf_hub_download = hf_hub_download
-    hub.constants = types.SimpleNamespace(ENDPOINT='https://huggingface.co')
-    hub.errors = types.SimpleNamespace(HfHubHTTPError=type('HfHubHTTPError', (OSError,), {}))
-    monkeypatch.setitem(sys.modules, 'huggingface_hub', hub)
-    monkeypatch.setitem(sys.modules, 'huggingface_hub.constants', hub.constants)
-    monkeypatch.setitem(sys.modules, 'huggingface_hub.errors', hub.errors)
-    monkeypatch.setattr(utils, '_check_hub_reachable', lambda endpoint: None)
-
-
-def test_download_unknown_name(tmp_path):
-    with pytest.raises(utils.UserError) as error:
-        utils.download_official_checkpoint('cifar100', dest_dir=tmp_path / 'dl')
-    assert 'cifar10, celeba_64, ffhq_128, bedroom_128' in str(error.value)
-    assert not (tmp_path / 'dl').exists()
-
-
-def test_download_without_network_is_one_clear_sentence(monkeypatch, tmp_path):
-    def offline(repo_id, filename, local_dir):
-        os.makedirs(os.path.join(local_dir, '.cache'), exist_ok=True)  # as the real client
-        raise ConnectionError('[Errno -2] Name or service not known\nmore detail')
-
-    fake_hub(monkeypatch, offline)
-    with pytest.raises(utils.UserError) as error:
-        utils.download_official_checkpoint('ffhq_128', dest_dir=tmp_path / 'dl')
-    message = str(error.value)
-    assert 'ffhq_128' in message and 'failed' in message and 'already-downloaded' in message
-    assert '\n' not in message and message.count('. ') == 0
-    assert not (tmp_path / 'dl').exists()  # no partial download left behind
-
-
-def test_download_without_huggingface_hub(monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # import fails
-    with pytest.raises(utils.UserError, match='install huggingface_hub'):
-        utils.download_official_checkpoint('cifar10', dest_dir=tmp_path)
-
-
-def test_download_writes_the_official_layout(monkeypatch, tmp_path):
-    """Files land in <dest>/<name>/ as on the Hub, and load_run_generator reads the folder."""
-    steps = utils.OFFICIAL_CHECKPOINT_STEPS['cifar10']
-    fixture_prefix = os.path.join(OFFICIAL_TINY32, 'best-training-checkpoints', 'ckpt-16')
-    requested = []
-
-    def from_fixture(repo_id, filename, local_dir):
-        requested.append((repo_id, filename))
-        target = os.path.join(local_dir, filename)
-        os.makedirs(os.path.dirname(target), exist_ok=True)
-        base = os.path.basename(filename)
-        if base == 'config.json':
-            shutil.copy(os.path.join(OFFICIAL_TINY32, 'config.json'), target)
-        elif base == 'checkpoint':
-            with open(target, 'w') as f:
-                f.write(f'model_checkpoint_path: "ckpt-{steps}"\n')
-        else:
-            shutil.copy(fixture_prefix + base[len(f'ckpt-{steps}'):], target)
-        return target
-
-    fake_hub(monkeypatch, from_fixture)
-    folder = utils.download_official_checkpoint('cifar10', dest_dir=tmp_path)
-    assert folder == os.path.join(str(tmp_path), 'cifar10')
-    assert requested == [('milmor/LadaGAN', f'cifar10/{name}') for name in (
-        'config.json', 'best-training-checkpoints/checkpoint',
-        f'best-training-checkpoints/ckpt-{steps}.index',
-        f'best-training-checkpoints/ckpt-{steps}.data-00000-of-00001')]
-    assert os.listdir(tmp_path) == ['cifar10']  # the temporary folder is gone
-    conf, generator = utils.load_run_generator(folder)
-    assert conf.img_size == 32
-    # A complete folder is reused without asking the Hub again.
-    assert utils.download_official_checkpoint('cifar10', dest_dir=tmp_path) == folder
-    assert len(requested) == 4
-
-
-def test_real_client_fails_fast_without_network(monkeypatch, tmp_path):
-    huggingface_hub = pytest.importorskip('huggingface_hub')
-    from huggingface_hub import constants as hub_constants
-
-    # An unresolvable host (RFC 2606), so the test never downloads even when online.
-    monkeypatch.setattr(hub_constants, 'ENDPOINT', 'https://hub.invalid')
-    for proxy in ('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
-        monkeypatch.delenv(proxy, raising=False)
-    assert huggingface_hub is not None
-    started = time.perf_counter()
-    with pytest.raises(utils.UserError, match='failed'):
-        utils.download_official_checkpoint('cifar10', dest_dir=tmp_path / 'dl')
-    assert time.perf_counter() - started < 15
-    assert not (tmp_path / 'dl').exists()

@@ -8,9 +8,11 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+import checkpoints  # noqa: E402
 import config  # noqa: E402
+import data  # noqa: E402
+import gan  # noqa: E402
 import model  # noqa: E402
-import utils  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'official')
 
@@ -27,7 +29,7 @@ PARAM_COUNTS = {
 
 @pytest.fixture(scope='module', params=['tiny32', 'tiny64'])
 def official(request):
-    loaded = utils.load_official_checkpoint(os.path.join(FIXTURES, request.param))
+    loaded = checkpoints.load_official_checkpoint(os.path.join(FIXTURES, request.param))
     expected = dict(np.load(os.path.join(FIXTURES, request.param, 'expected.npz')))
     return loaded, expected
 
@@ -39,7 +41,7 @@ def test_official_forward_outputs_match(official):
     np.testing.assert_allclose(ema_images, expected['ema_images'], atol=1e-5)
     # Saved as 8-bit images (the official truncating quantisation), the EMA generator's images,
     # which the paper evaluates, are the authors' exactly (README, first paragraph).
-    np.testing.assert_array_equal(utils.to_uint8(ema_images), utils.to_uint8(expected['ema_images']))
+    np.testing.assert_array_equal(data.to_uint8(ema_images), data.to_uint8(expected['ema_images']))
     for attn, side in zip(ema_attn, (8, 16, 32)):
         np.testing.assert_allclose(attn, expected[f'ema_attn_{side}'], atol=1e-5)
     g_images, _ = loaded['generator'](noise, training=False)
@@ -71,35 +73,10 @@ def test_official_training_mode_outputs_and_losses_match(official):
     np.testing.assert_allclose(fake, expected['g_images_train'], atol=1e-5)
     np.testing.assert_allclose(fake_logits, expected['fake_logits_train'], atol=1e-5)
     np.testing.assert_allclose(real_logits, expected['real_logits_train'], atol=1e-5)
-    g_loss_fn, d_loss_fn = utils.get_loss(conf.loss)
+    g_loss_fn, d_loss_fn = gan.get_loss(conf.loss)
     np.testing.assert_allclose(d_loss_fn(real_logits, fake_logits), expected['d_loss'], rtol=1e-4)
     np.testing.assert_allclose(g_loss_fn(real_logits, fake_logits), expected['g_loss'], rtol=1e-4)
     np.testing.assert_allclose(conf.gp_weight * tf.reduce_mean(r1), expected['gp'], rtol=1e-4)
-
-
-def test_official_checkpoint_mismatch_is_reported(tmp_path):
-    # A config that does not fit the checkpoint must fail loudly, never half-load.
-    folder = tmp_path / 'wrong'
-    (folder / 'best-training-checkpoints').mkdir(parents=True)
-    source = os.path.join(FIXTURES, 'tiny32')
-    for name in os.listdir(os.path.join(source, 'best-training-checkpoints')):
-        os.symlink(os.path.join(source, 'best-training-checkpoints', name),
-                   folder / 'best-training-checkpoints' / name)
-    import json
-    with open(os.path.join(source, 'config.json')) as f:
-        official = json.load(f)
-    official['g_mlp'] = [64, 64, 32]
-    (folder / 'config.json').write_text(json.dumps(official))
-    with pytest.raises(utils.UserError, match='shape-mismatched.*block_32/mlp'):
-        utils.load_official_checkpoint(folder)
-    with pytest.raises(utils.UserError, match='neither a model folder nor a checkpoint'):
-        utils.load_official_checkpoint(tmp_path / 'nothing')
-
-
-def test_checkpoint_prefix_is_accepted():
-    prefix = os.path.join(FIXTURES, 'tiny32', 'best-training-checkpoints', 'ckpt-16')
-    loaded = utils.load_official_checkpoint(prefix)
-    assert loaded['config'].img_size == 32 and loaded['n_images'] == 16
 
 
 @pytest.mark.parametrize('preset', sorted(config.presets))
@@ -236,19 +213,20 @@ def test_models_save_and_reload(tmp_path):
     np.testing.assert_allclose(reloaded(z)[0], generator(z)[0], atol=1e-6)
 
 
+# A network built without a config is checked by the config's own checks, with its messages.
 @pytest.mark.parametrize('kwargs,message', [
     (dict(img_size=48), 'img_size=48 is not supported'),
-    (dict(model_dim=[1024, 256, 60], heads=[4, 4, 8]), 'not divisible by heads'),
+    (dict(model_dim=[1024, 256, 60], heads=[4, 4, 8]), r'g_dim\[2\]=60 is not divisible by g_heads'),
     (dict(img_size=128, dec_dim=[64]), 'must have 2 entries'),
     (dict(img_size=64, model_dim=[64, 32, 18], heads=[2, 2, 2]), 'divisible by 4 for patch'),
 ])
 def test_generator_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(config.UserError, match=message):
         model.Generator(**kwargs)
 
 
 def test_discriminator_rejects_bad_arguments():
-    with pytest.raises(ValueError, match='must have 3 entries for img_size 64'):
+    with pytest.raises(config.UserError, match='must have 3 entries for img_size 64'):
         model.Discriminator(img_size=64, enc_dim=[64, 128])
 
 

@@ -64,3 +64,46 @@ def test_the_requirements_name_every_package_the_code_imports():
                if name.replace('_', '-').lower() not in required}
     assert not missing, f'imported but not in requirements.txt: {sorted(missing)}'
     assert 'tensorboard' in required  # tf.summary needs it; TensorFlow 2.21 no longer brings it
+
+
+def _code_map():
+    """The files of the README's code map, in its order."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        text = f.read()
+    section = text[text.index('## Code map'):]
+    section = section[:section.index('\n## ', 1)]
+    return re.findall(r'^\| `(\w+)\.py` \|', section, re.M)
+
+
+def test_code_map_names_every_file_and_imports_only_go_down_it():
+    import ast
+    order = _code_map()
+    files = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith('.py'))
+    assert sorted(order) == files, 'the README code map must name every .py file once'
+    for name in files:
+        with open(os.path.join(ROOT, name + '.py')) as f:
+            tree = ast.parse(f.read())
+        imported = set()
+        for node in ast.walk(tree):  # inside functions too: no import goes back up
+            if isinstance(node, ast.Import):
+                imported.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split('.')[0])
+        upward = [other for other in imported & set(files)
+                  if order.index(other) >= order.index(name)]
+        assert not upward, f'{name}.py imports {upward}, which come after it in the code map'
+
+
+def test_files_and_functions_stay_readable():
+    """No file over 600 lines, no function over 65 (issue #9's rule of about 60)."""
+    import ast
+    for name in os.listdir(ROOT):
+        if not name.endswith('.py'):
+            continue
+        with open(os.path.join(ROOT, name)) as f:
+            source = f.read()
+        assert source.count('\n') <= 600, f'{name} has {source.count(chr(10))} lines'
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                length = node.end_lineno - node.lineno + 1
+                assert length <= 65, f'{name}: {node.name} is {length} lines long'

@@ -17,7 +17,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 from typing import Callable
@@ -27,6 +26,9 @@ import pytest
 from PIL import Image
 
 from conftest import render_shape_images
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scripts'))
+from two_workers import free_ports  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_TINY32 = os.path.join(ROOT, 'tests', 'fixtures', 'official', 'tiny32')
@@ -288,16 +290,6 @@ def _seed_pretrained_cache(home):
         f.write('model_checkpoint_path: "ckpt-24064000"\n')
 
 
-def _free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for sock in sockets:
-        sock.bind(('127.0.0.1', 0))
-    ports = [sock.getsockname()[1] for sock in sockets]
-    for sock in sockets:
-        sock.close()
-    return ports
-
-
 class Workspaces:
     """One temporary folder per workspace, with the README's data paths filled with small image
     sets; runs each command once, in README order within its workspace."""
@@ -330,13 +322,14 @@ class Workspaces:
         text = re.sub(r'\bpython3 (\w+\.py)\b', lambda m: f'{sys.executable} '
                       + os.path.join(ROOT, m.group(1)), text)
         text = f'{text} {spec.append}'.strip()
-        env = dict(os.environ, HOME=self.home, TF_CPP_MIN_LOG_LEVEL='3')
+        env = dict(os.environ, HOME=self.home, TF_CPP_MIN_LOG_LEVEL='3',
+                   LADAGAN_CACHE_DIR=os.path.join(self.home, '.cache', 'ladagan'))
         cwd = self.folder(spec.workspace)
         if spec.workers == 1:
             result = subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True,
                                     text=True, timeout=900)
         else:
-            for host, port in zip(('host1:12345', 'host2:12345'), _free_ports(2)):
+            for host, port in zip(('host1:12345', 'host2:12345'), free_ports(2)):
                 text = text.replace(host, f'127.0.0.1:{port}')
             processes = [subprocess.Popen(text.replace('"index": 0', f'"index": {index}'),
                                           shell=True, cwd=cwd, env=env, text=True,
@@ -374,18 +367,17 @@ def test_readme_command(command, workspaces):
 
 
 def test_readme_python_snippet_loads_an_official_checkpoint(tmp_path):
-    """The README's Python example, run as written in a folder where the ffhq_128 download is
-    already complete (the official tiny32 fixture in its place), so no network is needed."""
+    """The README's Python example, run as written where the ffhq_128 download is already
+    complete (the official tiny32 fixture in its place in the cache), so no network is needed."""
     with open(os.path.join(ROOT, 'README.md')) as f:
         snippet = re.search(r'```python\n(.*?)```', f.read(), re.S).group(1)
     home = str(tmp_path / 'home')
     _seed_pretrained_cache(home)
-    shutil.copytree(os.path.join(home, '.cache', 'ladagan', 'pretrained', 'ffhq_128'),
-                    tmp_path / 'ffhq_128')
     script = tmp_path / 'snippet.py'
     script.write_text(snippet + 'print(images.shape, len(attn_maps))\n')
     result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
                             text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3'))
+                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
+                                     LADAGAN_CACHE_DIR=os.path.join(home, '.cache', 'ladagan')))
     assert result.returncode == 0, result.stderr[-3000:]
     assert result.stdout.strip().splitlines()[-1] == '(16, 32, 32, 3) 3'

@@ -21,9 +21,13 @@ from PIL import Image
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import config  # noqa: E402
+import data  # noqa: E402
 import fid  # noqa: E402
+import gan  # noqa: E402
+import model  # noqa: E402
+import plots  # noqa: E402
 import train  # noqa: E402
-import utils  # noqa: E402
 
 TRAIN = os.path.join(ROOT, 'train.py')
 TINY = ['--preset', 'tiny', '--set', 'jit=False', '--metrics_inter', '1']
@@ -75,7 +79,7 @@ def finished_run(tmp_path_factory, dataset):
     args = TINY + ['--file_pattern', dataset, '--fid_inter', '0', '--ckpt_inter', '1',
                    '--total_iter', '2', '--seed', '3', '--model_dir', run]
     # The odd images train; the truncated one is skipped and counted.
-    with pytest.warns(utils.SkippedImagesWarning, match='Skipped 1 of 47 image files'):
+    with pytest.warns(data.SkippedImagesWarning, match='Skipped 1 of 47 image files'):
         assert train.main(args) == 0
     return run, args
 
@@ -342,7 +346,7 @@ class _FakeFID:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, conf, eval_source, model_dir):
+    def __call__(self, conf, eval_source):
         def evaluate(generator):
             self.calls += 1
             return 100.0 / self.calls
@@ -352,7 +356,7 @@ class _FakeFID:
 def _inject_nan(monkeypatch, turns_nan):
     """After the train steps (counted over restores) for which `turns_nan(call)` holds, a
     discriminator weight turns NaN, as a diverging update would make it."""
-    original = train.LadaGAN.train_step
+    original = gan.LadaGAN.train_step
     calls = {'count': 0}
 
     def train_step(self, *args, **kwargs):
@@ -362,7 +366,7 @@ def _inject_nan(monkeypatch, turns_nan):
             weight = self.discriminator.trainable_weights[0]
             weight.assign(weight * float('nan'))
         return metrics
-    monkeypatch.setattr(train.LadaGAN, 'train_step', train_step)
+    monkeypatch.setattr(gan.LadaGAN, 'train_step', train_step)
 
 
 def _stop_message(step, retries, last_good):
@@ -381,7 +385,7 @@ def test_non_finite_values_stop_or_restore_and_are_never_saved(
     best_dir = os.path.join(run, 'best-training-checkpoints')
     monkeypatch.setattr(train, 'make_fid_evaluator', _FakeFID())
     # Plots are not under test here and cost seconds per checkpoint.
-    monkeypatch.setattr(utils, 'save_attention_maps', lambda *args, **kwargs: None)
+    monkeypatch.setattr(plots, 'save_attention_maps', lambda *args, **kwargs: None)
     # Steps 1-2, save, step 3 turns NaN; with a retry: restore to step 2, steps 3-4, save,
     # step 5 turns NaN again and the one retry is spent.
     _inject_nan(monkeypatch, lambda call: call == 3 or (nan_retries and call >= 6))
@@ -450,7 +454,7 @@ def test_statistics_file_with_a_pickle_is_refused_without_running_it(tmp_path):
     path = str(tmp_path / 'stats.npz')
     payload = np.array([_Payload(marker)], dtype=object)
     np.savez(path, mu=payload, sigma=np.eye(2))
-    with pytest.raises(fid.FIDError):
+    with pytest.raises(config.UserError):
         fid.load_statistics(path)
     assert not os.path.exists(marker)
     with open(path, 'rb') as f:  # np.savez pickled the payload into the file
@@ -460,8 +464,6 @@ def test_statistics_file_with_a_pickle_is_refused_without_running_it(tmp_path):
 # ---------------------------------------------------------------- what a checkpoint holds
 
 def test_checkpoint_holds_every_weight(tmp_path):
-    import config
-    import model
     conf = config.make_config('tiny', img_size=64, dec_dim=[16], d_enc_dim=[8, 16, 32])
     nets = dict(ema_generator=model.build_generator(conf, name='ema_generator'),
                 discriminator=model.build_discriminator(conf))

@@ -15,7 +15,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
 import config  # noqa: E402
 import model  # noqa: E402
-import train  # noqa: E402
+import gan  # noqa: E402
 
 
 def one_step(strategy, conf, weights, real, d_noise, g_noise):
@@ -23,11 +23,11 @@ def one_step(strategy, conf, weights, real, d_noise, g_noise):
         generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
     for variable, value in zip(generator.weights + discriminator.weights, weights):
         variable.assign(value)
-    gan = train.LadaGAN(generator, discriminator, conf, strategy=strategy)
-    metrics = {k: float(v) for k, v in gan.train_step(real, d_noise, g_noise).items()}
-    variables = generator.weights + discriminator.weights + gan.ema_generator.weights
+    ladagan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
+    metrics = {k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()}
+    variables = generator.weights + discriminator.weights + ladagan.ema_generator.weights
     after = {v.path: v.numpy() for v in variables}
-    return metrics, after, int(gan.n_images.numpy())
+    return metrics, after, int(ladagan.n_images.numpy())
 
 
 def before_batch_norm(path):

@@ -1,0 +1,386 @@
+"""Image folders in, training batches out: listing, decoding, resizing, caching and sharding.
+
+    files = data.list_image_files('data/ffhq')                   # folder, glob, file or list
+    dataset = data.make_train_dataset('data/ffhq', 128, 64)     # (64, 128, 128, 3) in [-1, 1]
+    images = data.load_image_array(files, 32)                   # (N, 32, 32, 3) uint8
+
+Images of any mode become RGB (alpha over white) and are resized with the maths of
+tf.image.resize (bilinear, no antialias), as the official pipeline does, then rounded to uint8 and
+kept in memory when they fit. `to_uint8` is the one quantisation of generated images (the
+official PNG saving): sample grids, generate.py and FID all use it.
+"""
+import glob
+import hashlib
+import os
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image
+from tqdm import tqdm
+
+from config import UserError
+
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp', '.tif', '.tiff')
+
+
+# Images whose short side exceeds this multiple of the target side are first shrunk
+# by an integer factor (JPEG draft mode, else Image.reduce, a box filter) that keeps
+# the short side >= this multiple, so huge files cannot blow up memory.
+_MAX_DECODE_FACTOR = 4
+
+
+class SkippedImagesWarning(UserWarning):
+    """Some image files could not be decoded and were left out."""
+
+
+def list_image_files(source):
+    """Sorted image paths of a folder (searched recursively), a glob pattern, one image file or
+    a list of files.
+
+    Extensions (any case): png, jpg, jpeg, bmp, gif, webp, tif, tiff. Raises UserError when
+    the path does not exist or holds no images.
+    """
+    if isinstance(source, (list, tuple)):
+        missing = [path for path in source if not os.path.isfile(path)]
+        if missing or not source:
+            raise UserError(f'Image file {missing[0]!r} does not exist.' if missing else
+                            'The list of image files is empty; give at least one.')
+        return sorted(str(path) for path in source)
+    path = os.path.expanduser(str(source))
+    if os.path.isdir(path):
+        candidates = []
+        for folder, _, names in os.walk(path, followlinks=True):
+            candidates.extend(os.path.join(folder, name) for name in names)
+    elif glob.has_magic(path):
+        candidates = [found for found in glob.glob(path, recursive=True) if os.path.isfile(found)]
+        if not candidates:
+            raise UserError(f"The pattern {path!r} matches no files; give an existing image folder "
+                            "or a glob such as 'data/*.jpg'.")
+    elif os.path.isfile(path):
+        candidates = [path]
+    else:
+        raise UserError(f"The dataset path {path!r} does not exist; give an existing image folder "
+                        "or a glob such as 'data/*.jpg'.")
+    files = sorted(name for name in candidates if name.lower().endswith(IMAGE_EXTENSIONS))
+    if not files:
+        raise UserError(f"No images found at {path!r}; allowed extensions: "
+                        f"{', '.join(ext[1:] for ext in IMAGE_EXTENSIONS)}.")
+    return files
+
+
+def dataset_fingerprint(files):
+    """Short hex hash of the sorted paths with their sizes and modification times (for caches)."""
+    digest = hashlib.sha256()
+    for path in sorted(str(f) for f in files):
+        try:
+            stat = os.stat(path)
+            size, mtime = stat.st_size, stat.st_mtime_ns
+        except OSError:
+            size, mtime = -1, -1
+        digest.update(f'{os.path.abspath(path)}\0{size}\0{mtime}\n'.encode('utf-8', 'surrogateescape'))
+    return digest.hexdigest()[:16]
+
+
+def select_files(paths, num=None, seed=0):
+    """The first ``num`` of a seeded shuffle of ``paths`` (all of them when num is None), sorted."""
+    if num is None or num == len(paths):
+        return list(paths)
+    if num < 2 or num > len(paths):
+        raise UserError(f'{num} images were requested but {len(paths)} are available; ask for 2 '
+                        f'to {len(paths)}.')
+    chosen = np.random.default_rng(seed).permutation(len(paths))[:num]
+    return [paths[index] for index in sorted(chosen)]
+
+
+def pil_to_rgb_uint8(image):
+    """Any Pillow image -> (H, W, 3) uint8 RGB; alpha is composited on white, 16-bit scaled to 8-bit."""
+    mode = image.mode
+    if mode.startswith('I') or mode == 'F':
+        # 16-bit (and 32-bit integer) grey: Pillow's own conversion clips at 255, so scale.
+        grey = np.asarray(image, dtype=np.float64)
+        if mode != 'F':
+            grey = grey * (255.0 / 65535.0)
+        grey = np.clip(np.rint(grey), 0, 255).astype(np.uint8)  # (H, W)
+        return np.repeat(grey[:, :, None], 3, axis=2)
+    has_alpha = mode in ('RGBA', 'LA', 'PA', 'RGBa', 'La') or (
+        mode in ('P', 'L', 'RGB') and 'transparency' in image.info)
+    if has_alpha:
+        rgba = image.convert('RGBA')
+        white = Image.new('RGBA', rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(white, rgba).convert('RGB'))
+    if mode != 'RGB':
+        image = image.convert('RGB')  # L, 1, P, CMYK, YCbCr, ...
+    return np.asarray(image)
+
+
+def _bilinear_weights(in_size, out_size):
+    """Source indices and weights of tf.image.resize(..., 'bilinear') (half-pixel centres, no antialias)."""
+    scale = in_size / out_size
+    source = (np.arange(out_size, dtype=np.float64) + 0.5) * scale - 0.5  # (out,)
+    floor = np.floor(source)
+    lower = np.clip(floor, 0, in_size - 1).astype(np.int64)
+    upper = np.clip(np.ceil(source), 0, in_size - 1).astype(np.int64)
+    fraction = (source - floor).astype(np.float32)
+    return lower, upper, fraction
+
+
+def resize_bilinear(image, size):
+    """(H, W, C) array -> (size, size, C) float32 with the maths of
+    tf.image.resize(image, [size, size], 'bilinear') (antialias=False), in numpy so it runs
+    in worker threads and inside tf.numpy_function without TensorFlow ops."""
+    image = np.asarray(image, dtype=np.float32)
+    height, width = image.shape[:2]
+    rows_low, rows_high, row_fraction = _bilinear_weights(height, size)
+    cols_low, cols_high, col_fraction = _bilinear_weights(width, size)
+    # Interpolate along W first for every needed source row, then along H (as TF does).
+    top = image[rows_low]  # (size, W, C)
+    bottom = image[rows_high]  # (size, W, C)
+    col_fraction = col_fraction[None, :, None]  # (1, size, 1)
+    top = top[:, cols_low] + (top[:, cols_high] - top[:, cols_low]) * col_fraction  # (size, size, C)
+    bottom = bottom[:, cols_low] + (bottom[:, cols_high] - bottom[:, cols_low]) * col_fraction
+    return top + (bottom - top) * row_fraction[:, None, None]
+
+
+def decode_image(path, img_size=None, center_crop=False):
+    """One image file -> (img_size, img_size, 3) uint8 RGB, or (H, W, 3) at its own size when
+    img_size is None; raises on unreadable files.
+
+    Pillow decodes (first frame of GIFs); grey, palette, 16-bit, CMYK and alpha images
+    become RGB (alpha composited on white). With center_crop the largest centred square
+    is kept. The resize is tf.image.resize's bilinear (half-pixel centres, no antialias)
+    like the official pipeline, then rounded to uint8 for the in-memory cache: that
+    rounding is the only difference from the official float pipeline (at most 0.5/127.5
+    after scaling to [-1, 1]). To bound memory, images whose short side exceeds 4x the
+    target are first shrunk by an integer factor (JPEG draft mode, else Image.reduce, a box
+    filter) that keeps the short side >= 4x the target.
+    """
+    target = _MAX_DECODE_FACTOR * img_size if img_size else float('inf')
+    with Image.open(path) as image:  # GIFs open at their first frame
+        width, height = image.size
+        short_side = min(width, height)
+        if image.format == 'JPEG' and short_side > target:
+            # Let libjpeg decode at 1/2, 1/4 or 1/8 scale, keeping the short side >= target.
+            image.draft('RGB', (-(-width * target // short_side), -(-height * target // short_side)))
+        pixels = pil_to_rgb_uint8(image)  # (H, W, 3)
+    reduce_factor = int(min(pixels.shape[:2]) // target)
+    if reduce_factor >= 2:
+        pixels = np.asarray(Image.fromarray(pixels).reduce(reduce_factor))  # box filter
+    if center_crop:
+        height, width = pixels.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        pixels = pixels[top:top + side, left:left + side]
+    if img_size is None:
+        return pixels
+    resized = resize_bilinear(pixels, img_size)  # (S, S, 3) float32
+    return np.clip(np.rint(resized), 0, 255).astype(np.uint8)
+
+
+def try_decode(path, img_size, center_crop):
+    """(image or None, error message or None): any failure means 'skip this file'."""
+    try:
+        return decode_image(path, img_size, center_crop), None
+    except Exception as error:  # noqa: BLE001 - corrupt files raise many different types
+        return None, f'{type(error).__name__}: {error}'
+
+
+def warn_skipped(skipped, total):
+    """One warning for all undecodable files, naming how many and one example."""
+    if skipped:
+        example_path, reason = skipped[0]
+        warnings.warn(f'Skipped {len(skipped)} of {total} image files that could not be decoded '
+                      f'(e.g. {example_path!r}: {reason}).', SkippedImagesWarning, stacklevel=3)
+
+
+def _default_workers():
+    return min(16, 2 * (os.cpu_count() or 1))
+
+
+def load_image_array(files, img_size, center_crop=False, num_workers=None, show_progress=True):
+    """Decode `files` in parallel threads -> uint8 array (N, img_size, img_size, 3).
+
+    Unreadable files are left out; one SkippedImagesWarning names how many and an
+    example. Raises UserError when no file could be decoded.
+    """
+    files = [str(f) for f in files]
+    img_size = _check_positive_int(img_size, 'img_size')
+    if not files:
+        raise UserError('No image files were given to load; pass at least one image path.')
+    images = np.empty((len(files), img_size, img_size, 3), np.uint8)  # (N, S, S, 3)
+    kept, skipped = 0, []
+    window = 4096  # files in flight at once: bounds the pending futures for huge datasets
+    with ThreadPoolExecutor(num_workers or _default_workers()) as executor, tqdm(
+            total=len(files), disable=not show_progress, desc=f'Decoding images at {img_size}px',
+            unit='img') as progress:
+        for start in range(0, len(files), window):
+            chunk = files[start:start + window]
+            results = executor.map(lambda path: try_decode(path, img_size, center_crop), chunk)
+            for path, (pixels, error) in zip(chunk, results):  # in file order
+                if pixels is None:
+                    skipped.append((path, error))
+                else:
+                    images[kept] = pixels
+                    kept += 1
+                progress.update(1)
+    if kept == 0:
+        raise UserError(f'None of the {len(files)} image files could be decoded '
+                        f'(e.g. {skipped[0][0]!r}: {skipped[0][1]}).')
+    warn_skipped(skipped, len(files))
+    return images[:kept]
+
+
+def _check_positive_int(value, name):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f'{name}={value!r} is not allowed; it must be a positive integer.')
+    return int(value)
+
+
+def available_memory_bytes():
+    """MemAvailable from /proc/meminfo, else available physical pages from sysconf, else 4 GiB."""
+    try:
+        with open('/proc/meminfo') as meminfo:
+            for line in meminfo:
+                if line.startswith('MemAvailable:'):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf('SC_AVPHYS_PAGES') * os.sysconf('SC_PAGE_SIZE')
+    except (AttributeError, OSError, ValueError):
+        return 4 * 1024 ** 3
+
+
+def make_train_dataset(file_pattern, img_size, batch_size, center_crop=False, seed=None,
+                       cache_limit_bytes=None, num_shards=1, shard_index=0, return_size=False):
+    """Infinite tf.data.Dataset of float32 batches (batch_size, img_size, img_size, 3) in [-1, 1].
+
+    file_pattern: folder (recursive), glob or file (see list_image_files).
+    Each epoch is reshuffled (reproducibly when `seed` is given) and batched with
+    drop_remainder, then repeated and prefetched. When the decoded uint8 images fit
+    in `cache_limit_bytes` (default: half the available RAM) they are decoded once
+    into memory; otherwise files are decoded on the fly with Pillow in parallel.
+    num_shards / shard_index keep every num_shards-th file (multi-worker training).
+    Prints the dataset size; with return_size=True returns (dataset, num_images).
+    """
+    img_size = _check_positive_int(img_size, 'img_size')
+    batch_size = _check_positive_int(batch_size, 'batch_size')
+    num_shards = _check_positive_int(num_shards, 'num_shards')
+    if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) or not (
+            0 <= shard_index < num_shards):
+        raise UserError(f'shard_index={shard_index!r} is not allowed; it must be an integer in '
+                        f'[0, {num_shards - 1}] for num_shards={num_shards}.')
+    files = list_image_files(file_pattern)[shard_index::num_shards]
+    if cache_limit_bytes is None:
+        cache_limit_bytes = available_memory_bytes() // 2
+    in_memory = len(files) * img_size * img_size * 3 <= cache_limit_bytes
+    shard_note = f' (shard {shard_index} of {num_shards})' if num_shards > 1 else ''
+
+    if in_memory:
+        images = load_image_array(files, img_size, center_crop)  # (N, S, S, 3) uint8
+        num_images = len(images)
+        _check_enough_images(num_images, batch_size, file_pattern)
+        # Shuffle indices, not images: the shuffle buffer then costs 8 bytes per image. The
+        # batch is gathered from the numpy array in tf.numpy_function, so the (possibly
+        # multi-GB) array is neither copied into a TF constant nor embedded in the graph.
+        indices = tf.data.Dataset.range(num_images).shuffle(
+            num_images, seed=seed, reshuffle_each_iteration=True)
+        dataset = indices.batch(batch_size, drop_remainder=True).repeat()
+        dataset = dataset.map(lambda batch_indices: _gather_batch(images, batch_indices, img_size),
+                              num_parallel_calls=tf.data.AUTOTUNE)
+        dataset = dataset.map(_scale_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
+    else:
+        num_images = len(files)
+        _check_enough_images(num_images, batch_size, file_pattern)
+        _check_some_decodable(files, img_size, center_crop)
+        dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(
+            num_images, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.map(lambda path: _decode_in_graph(path, img_size, center_crop),
+                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        # Unreadable files come back flagged and are dropped here.
+        dataset = dataset.filter(_is_decoded).map(_drop_decoded_flag)
+        dataset = dataset.batch(batch_size, drop_remainder=True).repeat()
+        dataset = dataset.map(_scale_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
+    dataset = dataset.prefetch(tf.data.AUTOTUNE)
+    options = tf.data.Options()
+    # Sharding is done above by file (num_shards / shard_index), not by tf.distribute.
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+    dataset = dataset.with_options(options)
+    print(f'Train dataset: {num_images} images{shard_note}, {num_images // batch_size} batches '
+          f'of {batch_size} per epoch, {"cached in memory" if in_memory else "streamed from disk"}.')
+    return (dataset, num_images) if return_size else dataset
+
+
+def _check_enough_images(num_images, batch_size, file_pattern):
+    if num_images < batch_size:
+        raise UserError(f'The dataset {str(file_pattern)!r} has {num_images} usable images, fewer than '
+                        f'batch_size={batch_size}; use a smaller batch size or more images.')
+
+
+def _check_some_decodable(files, img_size, center_crop, sample_size=32):
+    """Streaming mode cannot decode everything up front: fail early if a sample is all unreadable."""
+    sample = files[:sample_size]
+    if all(try_decode(path, img_size, center_crop)[0] is None for path in sample):
+        raise UserError(f'None of the first {len(sample)} image files could be decoded '
+                        f'(e.g. {sample[0]!r}); check the dataset path.')
+
+
+def check_train_images(file_pattern, img_size, batch_size, center_crop=False):
+    """Cheap up-front check of a training set (exists, enough files, a sample decodes), so a CLI
+    can refuse bad input before it creates anything; raises UserError."""
+    files = list_image_files(file_pattern)
+    _check_enough_images(len(files), batch_size, file_pattern)
+    _check_some_decodable(files, img_size, center_crop)
+
+
+def check_fid_images(pattern_or_dir, n_fid_real, option):
+    """Raise UserError unless `pattern_or_dir` (given as `option`, e.g. '--eval_dir') holds at
+    least n_fid_real image files: a file count, no decoding."""
+    count = len(list_image_files(pattern_or_dir))
+    if count < n_fid_real:
+        raise UserError(f'{option} {str(pattern_or_dir)!r} holds {count} images but the '
+                        f'in-training FID needs n_fid_real={n_fid_real}; give at least that many, '
+                        f'lower it with --set n_fid_real={count}, or turn FID off with --fid_inter 0.')
+
+
+def _gather_batch(images, batch_indices, img_size):
+    """int64 (B,) indices -> uint8 (B, S, S, 3) rows of the in-memory numpy array."""
+    batch = tf.numpy_function(lambda index: images[index], [batch_indices], tf.uint8, stateful=False)
+    batch.set_shape([None, img_size, img_size, 3])
+    return batch
+
+
+def _scale_to_unit_range(images_uint8):
+    """uint8 (..., 3) -> float32 in [-1, 1] as the official code: x / 127.5 - 1."""
+    return tf.cast(images_uint8, tf.float32) / 127.5 - 1.0
+
+
+def _is_decoded(image, ok):
+    return ok
+
+
+def _drop_decoded_flag(image, ok):
+    return image
+
+
+def _decode_in_graph(path, img_size, center_crop):
+    """tf.string path -> ((S, S, 3) uint8 image, bool ok) through Pillow in tf.numpy_function."""
+
+    def decode_or_flag(path_bytes):
+        pixels, _ = try_decode(path_bytes.decode('utf-8', 'surrogateescape'), img_size, center_crop)
+        if pixels is None:
+            return np.zeros((img_size, img_size, 3), np.uint8), np.bool_(False)
+        return pixels, np.bool_(True)
+
+    image, ok = tf.numpy_function(decode_or_flag, [path], [tf.uint8, tf.bool], stateful=False)
+    image.set_shape([img_size, img_size, 3])
+    ok.set_shape([])
+    return image, ok
+
+
+def to_uint8(images):
+    """Float images in [-1, 1] -> uint8 via clip(x * 127.5 + 127.5, 0, 255), truncated as the official code saves them."""
+    images = np.asarray(images, dtype=np.float32)
+    return np.clip(images * 127.5 + 127.5, 0, 255).astype(np.uint8)

@@ -1,0 +1,90 @@
+"""tf.distribute for training: choosing the strategy, who writes the run folder, sharded input.
+
+`batch_size` is always the global batch: each replica takes its share, and with several workers
+each reads its own shard of the files. Worker 0 (or the chief) writes the run folder; the others
+join each (collective) checkpoint save in a scratch folder of their own.
+"""
+import os
+
+import tensorflow as tf
+
+import data
+from config import UserError
+
+
+STRATEGIES = ('auto', 'default', 'mirrored', 'multiworker', 'tpu')
+
+
+def make_strategy(name):
+    """A tf.distribute strategy. 'auto': multi-worker when TF_CONFIG is set, a TPU when
+    TPU_NAME or COLAB_TPU_ADDR is, all GPUs when there are several, else the default one."""
+    if name == 'auto':
+        if os.environ.get('TF_CONFIG'):
+            name = 'multiworker'
+        elif os.environ.get('TPU_NAME') or os.environ.get('COLAB_TPU_ADDR'):
+            name = 'tpu'
+        elif len(tf.config.list_logical_devices('GPU')) > 1:
+            name = 'mirrored'
+        else:
+            name = 'default'
+    if name == 'default':
+        return tf.distribute.get_strategy()
+    if name == 'mirrored':
+        return tf.distribute.MirroredStrategy()
+    if name == 'multiworker':
+        if not os.environ.get('TF_CONFIG'):
+            raise UserError('--strategy multiworker needs TF_CONFIG describing the '
+                                  'cluster and this worker (see the README)')
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    if name == 'tpu':
+        try:
+            resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
+                tpu=os.environ.get('TPU_NAME', ''))
+            tf.config.experimental_connect_to_cluster(resolver)
+            tf.tpu.experimental.initialize_tpu_system(resolver)
+        except (ValueError, tf.errors.OpError) as err:
+            raise UserError(f'--strategy tpu found no TPU ({err})') from None
+        return tf.distribute.TPUStrategy(resolver)
+    raise UserError(f'--strategy {name!r} is not allowed: use one of '
+                          + ', '.join(STRATEGIES))
+
+
+def is_chief(strategy):
+    """Whether this process writes the run folder (the chief, or worker 0 without one)."""
+    resolver = getattr(strategy, 'cluster_resolver', None)
+    if resolver is None or not resolver.task_type:
+        return True
+    has_chief = 'chief' in resolver.cluster_spec().as_dict()
+    return resolver.task_type == 'chief' or (not has_chief and resolver.task_type == 'worker'
+                                             and resolver.task_id == 0)
+
+
+def make_distributed_dataset(strategy, file_pattern, conf):
+    """The global batch split over replicas; with several workers each reads its own shard."""
+    if strategy.num_replicas_in_sync == 1:
+        return data.make_train_dataset(file_pattern, conf.img_size, conf.batch_size,
+                                        center_crop=conf.center_crop, seed=conf.seed)
+    if conf.batch_size % strategy.num_replicas_in_sync:
+        raise UserError(f'batch_size={conf.batch_size} must be divisible by the '
+                              f'{strategy.num_replicas_in_sync} replicas')
+
+    def dataset_fn(context):
+        return data.make_train_dataset(
+            file_pattern, conf.img_size, context.get_per_replica_batch_size(conf.batch_size),
+            center_crop=conf.center_crop, seed=conf.seed,
+            num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id)
+    return strategy.distribute_datasets_from_function(dataset_fn)
+
+
+def broadcast_from_chief(strategy, value, chief):
+    """The chief's float `value`, on every worker of a multi-worker run (else unchanged)."""
+    if getattr(strategy, 'cluster_resolver', None) is None:
+        return value
+    local_replicas = len(strategy.extended.worker_devices)
+    share = tf.constant((value if chief else 0.0) / local_replicas, tf.float32)
+
+    @tf.function
+    def all_sum(x):
+        per_replica = strategy.run(lambda: tf.identity(x))
+        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+    return float(all_sum(share))

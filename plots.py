@@ -1,0 +1,207 @@
+"""Pictures of a run: sample grids, attention maps per stage and head, loss curves.
+
+matplotlib's object API (Figure + FigureCanvasAgg) is used throughout: no pyplot, no global
+backend switch, so importing this module in a notebook leaves the user's matplotlib setup alone.
+"""
+import os
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import EngFormatter
+from PIL import Image
+
+from data import to_uint8
+
+
+def _as_uint8_rgb(images):
+    """(B, H, W, C) float in [-1, 1] or uint8, C in {1, 3} -> uint8 (B, H, W, 3)."""
+    images = np.asarray(images)
+    if images.ndim == 3:
+        images = images[..., None]
+    if images.ndim != 4 or images.shape[-1] not in (1, 3):
+        raise ValueError(f'Expected images of shape (B, H, W, 1 or 3), got {images.shape}.')
+    if images.dtype != np.uint8:
+        images = to_uint8(images)
+    if images.shape[-1] == 1:
+        images = np.repeat(images, 3, axis=-1)
+    return images
+
+
+def make_image_grid(images, nrow=None, padding=2, pad_value=128):
+    """Tile images (B, H, W, C) into one uint8 (rows*(H+p)+p, nrow*(W+p)+p, 3) array; nrow = images per row."""
+    images = _as_uint8_rgb(images)
+    count, height, width, _ = images.shape
+    columns = int(nrow) if nrow else int(np.ceil(np.sqrt(count)))
+    rows = int(np.ceil(count / columns))
+    grid = np.full((rows * (height + padding) + padding, columns * (width + padding) + padding, 3),
+                   pad_value, np.uint8)
+    for index, image in enumerate(images):
+        top = padding + (index // columns) * (height + padding)
+        left = padding + (index % columns) * (width + padding)
+        grid[top:top + height, left:left + width] = image
+    return grid
+
+
+def save_image_grid(images, path, nrow=None, padding=2):
+    """Save images (B, H, W, C) in [-1, 1] (or uint8) as one PNG grid (8x8 for 64 images,
+    2 px grey padding); returns the uint8 grid (for TensorBoard)."""
+    grid = make_image_grid(images, nrow=nrow, padding=padding)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    Image.fromarray(grid).save(path)
+    return grid
+
+
+def _new_figure(width_inches, height_inches, dpi=100):
+
+    figure = Figure(figsize=(width_inches, height_inches), dpi=dpi)
+    FigureCanvasAgg(figure)
+    return figure
+
+
+def _attention_path(path_prefix, stage, grid_side):
+    path_prefix = os.fspath(path_prefix)
+    name = f'stage{stage}_{grid_side}x{grid_side}.png'
+    if os.path.isdir(path_prefix) or path_prefix.endswith(os.sep):
+        return os.path.join(path_prefix, 'attention_' + name)
+    return f'{path_prefix}_{name}'
+
+
+def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.2, max_images=8):
+    """One PNG per generator stage: each generated image beside its per-head attention maps.
+
+    images: (B, S, S, 3) in [-1, 1] (or uint8). attn_maps: one array per stage,
+    (B, heads, tokens) with tokens a square (64, 256, 1024 for the 8x8, 16x16, 32x32
+    stages). heads: optional heads per stage, to check the maps against.
+    Each row is one image (at most max_images): the image, every head's map reshaped
+    to its token grid (viridis, each map min-max scaled, as the official plots), and
+    the heads' mean overlaid on the image ('mean overlay'). plot_size: figure height in inches (the
+    official plots' figure size). path_prefix: files '<prefix>_stage<r>_<g>x<g>.png',
+    or 'attention_stage<r>_<g>x<g>.png' inside it when it is a folder. Returns the paths.
+    """
+    images = _as_uint8_rgb(images)[:max_images]
+    count, image_side = images.shape[0], images.shape[1]
+    if heads is not None and len(heads) != len(attn_maps):
+        raise ValueError(f'heads={list(heads)} has {len(heads)} entries but {len(attn_maps)} '
+                         'attention maps were given; give one head count per stage.')
+    paths = []
+    for stage, stage_maps in enumerate(attn_maps):
+        stage_maps = np.asarray(stage_maps, dtype=np.float32)[:count]  # (B, heads, tokens)
+        if stage_maps.ndim != 3:
+            raise ValueError(f'Attention maps of stage {stage} have shape {stage_maps.shape}; '
+                             'expected (batch, heads, tokens).')
+        num_heads, num_tokens = stage_maps.shape[1:]
+        if heads is not None and heads[stage] != num_heads:
+            raise ValueError(f'Stage {stage} maps have {num_heads} heads but heads[{stage}]={heads[stage]}.')
+        grid_side = int(round(np.sqrt(num_tokens)))
+        if grid_side * grid_side != num_tokens:
+            raise ValueError(f'Stage {stage} has {num_tokens} tokens, which is not a square grid.')
+        grids = stage_maps.reshape(stage_maps.shape[0], num_heads, grid_side, grid_side)  # (B, heads, g, g)
+        columns = num_heads + 2  # image, heads, mean overlay
+        panel = plot_size / (count + 0.6)  # inches per panel; 0.6 panel for the titles
+        # At least ~100 px per panel so that a 32x32 map shows 3 px per token.
+        dpi = max(100, int(np.ceil(100 / panel)))
+        figure = _new_figure(panel * columns, plot_size, dpi=dpi)
+        axes = figure.subplots(count, columns, squeeze=False)
+        font_size = max(5, min(10, 11 * panel))
+        for row in range(count):
+            axes[row, 0].imshow(images[row], interpolation='nearest')
+            for head in range(num_heads):
+                axes[row, 1 + head].imshow(grids[row, head], cmap='viridis', interpolation='nearest')
+            mean_map = grids[row].mean(axis=0)  # (g, g)
+            axes[row, -1].imshow(images[row], interpolation='nearest')
+            edge = image_side - 0.5
+            axes[row, -1].imshow(mean_map, cmap='inferno', alpha=0.55, interpolation='bilinear',
+                                 extent=(-0.5, edge, edge, -0.5))
+        titles = ['image'] + [f'head {head}' for head in range(num_heads)] + ['mean overlay']
+        for column, title in enumerate(titles):
+            axes[0, column].set_title(title, fontsize=font_size, pad=2)
+        for axis in axes.ravel():
+            axis.set_axis_off()
+        # Short enough for a 2-head figure (4 panels wide); the maps are min-max scaled each.
+        figure.suptitle(f'stage {stage}: {grid_side}x{grid_side} tokens, {num_heads} heads',
+                        fontsize=font_size)
+        figure.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.6 * panel / plot_size,
+                               wspace=0.04, hspace=0.04)
+        path = _attention_path(path_prefix, stage, grid_side)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        figure.savefig(path)
+        paths.append(path)
+    return paths
+
+
+# Panels of save_loss_curves: (title, metric names drawn together). Others get a panel each.
+_LOSS_PANELS = (
+    ('Losses', ('d_loss', 'g_loss', 'd_total')),
+    ('R1 gradient penalty (weighted)', ('gp',)),
+    ('Discriminator logit means', ('real_logits_mean', 'fake_logits_mean')),
+    ('Consistency loss (bCR)', ('cr',)),
+    ('FID', ('fid',)),
+)
+
+
+def _finite_series(points):
+    """[(images_seen, value), ...] -> two float arrays with non-finite values dropped."""
+    if not points:
+        return np.zeros(0), np.zeros(0)
+    seen, values = (np.asarray(column, dtype=np.float64) for column in zip(*points))
+    keep = np.isfinite(seen) & np.isfinite(values)
+    return seen[keep], values[keep]
+
+
+def save_loss_curves(history, path):
+    """Plot a training history {metric: [(images_seen, value), ...]} to one PNG with a panel per group:
+    d/g losses, gradient penalty, real/fake logit means, bCR, FID, then any other metric.
+    Noisy series (> 50 points) are drawn faint with a moving average on top. Returns path."""
+    series = {name: _finite_series(points) for name, points in history.items()}
+    series = {name: data for name, data in series.items() if data[0].size}
+    panels = []
+    for title, names in _LOSS_PANELS:
+        present = [name for name in names if name in series]
+        if _all_zero(series, present):
+            continue
+        if present:
+            panels.append((title, present))
+    grouped = {name for _, names in _LOSS_PANELS for name in names}
+    panels += [(name, [name]) for name in sorted(series) if name not in grouped]
+    if not panels:
+        panels = [('no metrics yet', [])]
+    columns = 2 if len(panels) > 1 else 1
+    rows = int(np.ceil(len(panels) / columns))
+    figure = _new_figure(6 * columns, 3 * rows, dpi=100)
+    axes = figure.subplots(rows, columns, squeeze=False).ravel()
+    for axis, (title, names) in zip(axes, panels):
+        for name in names:
+            seen, values = series[name]
+            if values.size > 50:
+                line, = axis.plot(seen, values, linewidth=0.6, alpha=0.3)
+                window = max(2, values.size // 50)
+                smooth = np.convolve(values, np.ones(window) / window, mode='valid')
+                axis.plot(seen[window - 1:], smooth, color=line.get_color(), linewidth=1.4,
+                          label=f'{name} (mean of {window})')
+            else:
+                axis.plot(seen, values, marker='o' if values.size < 20 else None, markersize=3,
+                          linewidth=1.2, label=name)
+        if names == ['fid']:
+            seen, values = series['fid']
+            best = int(np.argmin(values))
+            axis.plot(seen[best], values[best], 'r*', markersize=10, label=f'best {values[best]:.2f}')
+        axis.set_title(title, fontsize=10)
+        axis.set_xlabel('images seen', fontsize=8)
+        axis.xaxis.set_major_formatter(EngFormatter())
+        axis.tick_params(labelsize=8)
+        axis.grid(alpha=0.3)
+        if names:
+            axis.legend(fontsize=7)
+    for axis in axes[len(panels):]:
+        axis.set_axis_off()
+    figure.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+    return path
+
+
+def _all_zero(series, names):
+    """True when every listed metric is constantly 0 (e.g. cr when bCR is off): not worth a panel."""
+    return bool(names) and all(not np.any(series[name][1]) for name in names)

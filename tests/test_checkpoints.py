@@ -1,0 +1,218 @@
+"""checkpoints.py: the authors' checkpoints map variable by variable, their Hub download, and run
+folders that record their data and resume across versions."""
+import json
+import os
+import shutil
+import sys
+import time
+import types
+
+import pytest
+
+import checkpoints
+import config
+import generate
+import train
+from conftest import render_shape_images
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+FIXTURES = os.path.join(TESTS, 'fixtures', 'official')
+OFFICIAL_TINY32 = os.path.join(FIXTURES, 'tiny32')
+
+
+# ---------------------------------------------------------------- the authors' checkpoints
+
+def test_official_checkpoint_mismatch_is_reported(tmp_path):
+    # A config that does not fit the checkpoint must fail loudly, never half-load.
+    folder = tmp_path / 'wrong'
+    (folder / 'best-training-checkpoints').mkdir(parents=True)
+    source = os.path.join(FIXTURES, 'tiny32')
+    for name in os.listdir(os.path.join(source, 'best-training-checkpoints')):
+        os.symlink(os.path.join(source, 'best-training-checkpoints', name),
+                   folder / 'best-training-checkpoints' / name)
+    import json
+    with open(os.path.join(source, 'config.json')) as f:
+        official = json.load(f)
+    official['g_mlp'] = [64, 64, 32]
+    (folder / 'config.json').write_text(json.dumps(official))
+    with pytest.raises(config.UserError, match='shape-mismatched.*block_32/mlp'):
+        checkpoints.load_official_checkpoint(folder)
+    with pytest.raises(config.UserError, match='neither a model folder nor a checkpoint'):
+        checkpoints.load_official_checkpoint(tmp_path / 'nothing')
+
+
+def test_checkpoint_prefix_is_accepted():
+    prefix = os.path.join(FIXTURES, 'tiny32', 'best-training-checkpoints', 'ckpt-16')
+    loaded = checkpoints.load_official_checkpoint(prefix)
+    assert loaded['config'].img_size == 32 and loaded['n_images'] == 16
+
+
+# ---------------------------------------------------------------- run folders remember their data
+
+OLD_RUN = os.path.join(TESTS, 'fixtures', 'run_before_run_record')
+
+
+@pytest.fixture
+def old_run(tmp_path):
+    """A copy of a run folder written before run.json existed, and 16 images to train on."""
+    run = str(tmp_path / 'run')
+    shutil.copytree(OLD_RUN, run)
+    return run, render_shape_images(str(tmp_path / 'data'), 16, size=32)
+
+
+def _run_record(run):
+    with open(os.path.join(run, 'run.json')) as f:
+        return json.load(f)
+
+
+def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
+    run, data = old_run
+    with open(os.path.join(run, 'config.json')) as f:
+        stored = json.load(f)
+    del stored['nan_retries']  # as if the key had been added to config.py after the run
+    checkpoints.write_json_atomic(os.path.join(run, 'config.json'), stored)
+    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
+                       '--fid_inter', '0']) == 0
+    out = capsys.readouterr().out
+    notices = [line for line in out.splitlines() if line.startswith('notice: ')]
+    assert notices == [
+        f'notice: {run}/config.json predates the config key nan_retries: using the default '
+        'nan_retries=0',
+        f'notice: {run} has no run.json (it predates recorded data and options): training on '
+        f'--file_pattern {data} with the options given or their defaults; they are recorded '
+        'from now on'], out
+    assert 'Resumed from' in out and 'Train dataset: 16 images' in out
+    assert _run_record(run)['options']['file_pattern'] == data
+    with open(os.path.join(run, 'config.json')) as f:
+        assert json.load(f)['nan_retries'] == 0  # completed, so the notice comes once
+    # Resumed once more with only --model_dir: the recorded data, no notice.
+    assert train.main(['--model_dir', run, '--total_iter', '6']) == 0
+    out = capsys.readouterr().out
+    assert 'Train dataset: 16 images' in out
+    assert [line for line in out.splitlines() if line.startswith('notice: ')] == [
+        f'notice: --total_iter 6 replaces the recorded 5 of {run} (kept in run.json)']
+
+
+def test_a_run_from_before_the_run_record_generates(old_run, tmp_path):
+    run, _ = old_run
+    assert generate.main(['--model_dir', run, '--seeds', '0-3', '--grid',
+                          '--outdir', str(tmp_path / 'out')]) == 0
+    assert sorted(os.listdir(tmp_path / 'out')) == ['grid.png'] + [
+        f'seed{seed:04d}.png' for seed in range(4)]
+
+
+def test_a_moved_dataset_is_a_notice_and_kept_in_the_record(old_run, tmp_path, capsys):
+    run, data = old_run
+    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
+                       '--fid_inter', '0']) == 0
+    moved = str(tmp_path / 'moved')
+    shutil.move(data, moved)
+    capsys.readouterr()
+    # Where the record points at nothing, the error says that the path came from the record.
+    assert train.main(['--model_dir', run, '--total_iter', '6']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The dataset path '{data}' does not exist") and (
+        f'(--file_pattern as recorded in {run}/run.json: give the data\'s new place on the '
+        'command line)') in err
+    assert train.main(['--model_dir', run, '--total_iter', '6', '--file_pattern', moved]) == 0
+    out = capsys.readouterr().out
+    assert (f'notice: --file_pattern {moved} replaces the recorded {data} of {run} '
+            '(kept in run.json)') in out
+    record = _run_record(run)
+    assert record['options']['file_pattern'] == moved
+    assert [(change['option'], change['from'], change['to'])
+            for change in record['changes'] if change['option'] == 'file_pattern'] == [
+        ('file_pattern', data, moved)]
+
+
+# ---------------------------------------------------------------- download_official_checkpoint
+
+def fake_hub(monkeypatch, hf_hub_download):
+    """Install a stand-in `huggingface_hub` module (the real one is optional) whose
+    hf_hub_download is the given function; skip the reachability probe."""
+    hub = types.ModuleType('huggingface_hub')
+    hub.hf_hub_download = hf_hub_download
+    hub.constants = types.SimpleNamespace(ENDPOINT='https://huggingface.co')
+    hub.errors = types.SimpleNamespace(HfHubHTTPError=type('HfHubHTTPError', (OSError,), {}))
+    monkeypatch.setitem(sys.modules, 'huggingface_hub', hub)
+    monkeypatch.setitem(sys.modules, 'huggingface_hub.constants', hub.constants)
+    monkeypatch.setitem(sys.modules, 'huggingface_hub.errors', hub.errors)
+    monkeypatch.setattr(checkpoints, '_check_hub_reachable', lambda endpoint: None)
+
+
+def test_download_unknown_name(tmp_path):
+    with pytest.raises(config.UserError) as error:
+        checkpoints.download_official_checkpoint('cifar100', dest_dir=tmp_path / 'dl')
+    assert 'cifar10, celeba_64, ffhq_128, bedroom_128' in str(error.value)
+    assert not (tmp_path / 'dl').exists()
+
+
+def test_download_without_network_is_one_clear_sentence(monkeypatch, tmp_path):
+    def offline(repo_id, filename, local_dir):
+        os.makedirs(os.path.join(local_dir, '.cache'), exist_ok=True)  # as the real client
+        raise ConnectionError('[Errno -2] Name or service not known\nmore detail')
+
+    fake_hub(monkeypatch, offline)
+    with pytest.raises(config.UserError) as error:
+        checkpoints.download_official_checkpoint('ffhq_128', dest_dir=tmp_path / 'dl')
+    message = str(error.value)
+    assert 'ffhq_128' in message and 'failed' in message and 'already-downloaded' in message
+    assert '\n' not in message and message.count('. ') == 0
+    assert not (tmp_path / 'dl').exists()  # no partial download left behind
+
+
+def test_download_without_huggingface_hub(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # import fails
+    with pytest.raises(config.UserError, match='install huggingface_hub'):
+        checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+
+
+def test_download_writes_the_official_layout(monkeypatch, tmp_path):
+    """Files land in <dest>/<name>/ as on the Hub, and load_run_generator reads the folder."""
+    steps = checkpoints.OFFICIAL_CHECKPOINT_STEPS['cifar10']
+    fixture_prefix = os.path.join(OFFICIAL_TINY32, 'best-training-checkpoints', 'ckpt-16')
+    requested = []
+
+    def from_fixture(repo_id, filename, local_dir):
+        requested.append((repo_id, filename))
+        target = os.path.join(local_dir, filename)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        base = os.path.basename(filename)
+        if base == 'config.json':
+            shutil.copy(os.path.join(OFFICIAL_TINY32, 'config.json'), target)
+        elif base == 'checkpoint':
+            with open(target, 'w') as f:
+                f.write(f'model_checkpoint_path: "ckpt-{steps}"\n')
+        else:
+            shutil.copy(fixture_prefix + base[len(f'ckpt-{steps}'):], target)
+        return target
+
+    fake_hub(monkeypatch, from_fixture)
+    folder = checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+    assert folder == os.path.join(str(tmp_path), 'cifar10')
+    assert requested == [('milmor/LadaGAN', f'cifar10/{name}') for name in (
+        'config.json', 'best-training-checkpoints/checkpoint',
+        f'best-training-checkpoints/ckpt-{steps}.index',
+        f'best-training-checkpoints/ckpt-{steps}.data-00000-of-00001')]
+    assert os.listdir(tmp_path) == ['cifar10']  # the temporary folder is gone
+    conf, generator = checkpoints.load_run_generator(folder)
+    assert conf.img_size == 32
+    # A complete folder is reused without asking the Hub again.
+    assert checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path) == folder
+    assert len(requested) == 4
+
+
+def test_real_client_fails_fast_without_network(monkeypatch, tmp_path):
+    huggingface_hub = pytest.importorskip('huggingface_hub')
+    from huggingface_hub import constants as hub_constants
+
+    # An unresolvable host (RFC 2606), so the test never downloads even when online.
+    monkeypatch.setattr(hub_constants, 'ENDPOINT', 'https://hub.invalid')
+    for proxy in ('https_proxy', 'HTTPS_PROXY', 'all_proxy', 'ALL_PROXY'):
+        monkeypatch.delenv(proxy, raising=False)
+    assert huggingface_hub is not None
+    started = time.perf_counter()
+    with pytest.raises(config.UserError, match='failed'):
+        checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path / 'dl')
+    assert time.perf_counter() - started < 15
+    assert not (tmp_path / 'dl').exists()

