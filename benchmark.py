@@ -115,6 +115,28 @@ def bench_fid(args):
     return rows
 
 
+@section('prdc')
+def bench_prdc(args):
+    """Precision/recall/density/coverage time and memory at 10k (and 50k) x 2048-d features."""
+    import knn_metrics
+    rows = []
+    rng = np.random.default_rng(0)
+    for count in (10000,) if args.quick else (10000, 50000):
+        # Non-negative like Inception pool features; fakes a little shifted.
+        real = np.abs(rng.standard_normal((count, 2048), dtype=np.float32))
+        fake = np.abs(rng.standard_normal((count, 2048), dtype=np.float32) * 1.05 + 0.02)
+        before = _peak_rss_mb()
+        start = time.perf_counter()
+        result = knn_metrics.prdc(real, fake)
+        seconds = time.perf_counter() - start
+        rows += [row(f'PRDC, {count:,} real x {count:,} fake', seconds, 's',
+                     f'exact, k=3, blocks of {knn_metrics.BLOCK_ROWS} rows; precision '
+                     f'{result["precision"]:.3f}'),
+                 row(f'PRDC, {count:,}: peak memory added', _peak_rss_mb() - before, 'MB',
+                     'over the features themselves')]
+    return rows
+
+
 # ---------------------------------------------------------------------------- training
 
 # Forward-pass equivalents per image and training step, for model FLOPs utilisation: the D step
@@ -133,17 +155,21 @@ def _peak_rss_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _matmul_peak_macs_per_sec(size=2048, repeats=10):
-    """Measured dense float32 matmul throughput of this machine: the MFU denominator."""
+def _matmul_peak_macs_per_sec(dtype='float32', size=2048, repeats=10):
+    """The best measured dense matmul rate of this machine in `dtype`, with XLA and with
+    TensorFlow's own (oneDNN) kernels: the denominator of model FLOPs utilisation."""
     import tensorflow as tf
-    a = tf.random.normal([size, size])
-    matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=True)
-    matmul(a).numpy()
-    start = time.perf_counter()
-    for _ in range(repeats):
-        result = matmul(a)
-    result.numpy()
-    return repeats * size ** 3 / (time.perf_counter() - start)
+    a = tf.cast(tf.random.normal([size, size]), dtype)
+    rates = []
+    for jit in (True, False):
+        matmul = tf.function(lambda x: tf.matmul(x, x), jit_compile=jit)
+        matmul(a).numpy()
+        start = time.perf_counter()
+        for _ in range(repeats):
+            result = matmul(a)
+        result.numpy()
+        rates.append(repeats * size ** 3 / (time.perf_counter() - start))
+    return max(rates)
 
 
 def _time_steps(step, steps):
@@ -207,8 +233,12 @@ def bench_train(args):
     import gan
     import model
     rows = []
-    peak = _matmul_peak_macs_per_sec()
-    rows.append(row('dense matmul peak (float32, 2048^3)', peak / 1e9, 'GMAC/s'))
+    # Mixed precision runs the matmuls and convolutions in the low-precision dtype.
+    compute_dtype = {'float32': 'float32', 'mixed_bfloat16': 'bfloat16',
+                     'mixed_float16': 'float16'}[args.precision]
+    peak = _matmul_peak_macs_per_sec(compute_dtype)
+    rows.append(row(f'dense matmul peak ({compute_dtype}, 2048^3, best of XLA and oneDNN)',
+                    peak / 1e9, 'GMAC/s'))
     jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
     for preset, jit in [(p, j) for p in _presets(args, 'tiny' if args.quick else
                                                  'cifar10,celeba_64,ffhq_128') for j in jit_modes]:
@@ -227,7 +257,8 @@ def bench_train(args):
         rows += [row(f'{label}: train step', conf.batch_size / median, 'img/s', note),
                  row(f'{label}: first step (trace + compile)', first, 's'),
                  row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
-                     / median / peak, '%', 'executed MACs of G and D passes / matmul peak')]
+                     / median / peak, '%', f'executed MACs of G and D passes / {compute_dtype} '
+                     'matmul peak')]
         if args.profile:
             logdir = os.path.join(args.profile, preset + ('_xla' if jit else '_noxla'))
             tf.profiler.experimental.start(logdir)
@@ -236,8 +267,100 @@ def bench_train(args):
             tf.profiler.experimental.stop()
             rows += [row(f'{label}: kernel time, {group}', 100 * share, '%', f'trace in {logdir}')
                      for group, share in _op_time_shares(logdir)]
-    rows.append(row('peak resident memory', _peak_rss_mb(), 'MB', 'whole process'))
     return rows
+
+
+@section('memory')
+def bench_memory(args):
+    """Peak resident memory (and step time) of training, per preset and mode, each measured in
+    a process of its own; with --authors_code, the authors' train_step beside ours."""
+    import subprocess
+    rows = []
+    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
+    implementations = ['ours'] + (['authors'] if args.authors_code else [])
+    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+        for jit in jit_modes:
+            for implementation in implementations:
+                spec = dict(preset=preset, jit=jit, implementation=implementation,
+                            batch_size=args.batch_size, precision=args.precision,
+                            steps=3 if args.quick else args.steps,
+                            authors_code=args.authors_code)
+                result = subprocess.run([sys.executable, os.path.abspath(__file__), '--child',
+                                         json.dumps(spec)], capture_output=True, text=True,
+                                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+                label = f'{preset}, {"XLA" if jit else "no XLA"}, {implementation}'
+                note = f'batch {args.batch_size}, {args.precision}, process of its own'
+                if result.returncode != 0:  # e.g. the authors' 128 px step under XLA
+                    lines = [line for line in result.stderr.splitlines() if 'Error' in line]
+                    reason = (lines or result.stderr.strip().splitlines() or ['no output'])[-1]
+                    rows.append(row(f'{label}: peak resident memory', float('nan'), 'MB',
+                                    f'fails: {reason[:160]}'))
+                    continue
+                report = json.loads(result.stdout.strip().splitlines()[-1])
+                rows += [row(f'{label}: peak resident memory', report['peak_rss_mb'], 'MB', note),
+                         row(f'{label}: train step', args.batch_size / report['step_s'],
+                             'img/s', note)]
+    return rows
+
+
+def _our_step(conf):
+    import gan
+    import model
+    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+    return lambda real: float(ladagan.train_step(real)['d_loss'])
+
+
+def _authors_step(conf, code_dir):
+    """The authors' train_step (their `tensorflow/` folder in a checkout of milmor/LadaGAN at
+    `code_dir`; Keras 2 code, so it runs under tf_keras) on the same config. Their step is
+    always XLA-compiled; without XLA, the same Python function is compiled without it."""
+    import types
+
+    import tensorflow as tf
+    sys.path.insert(0, os.path.join(code_dir, 'tensorflow'))
+    from model import Discriminator, Generator  # theirs: no module of ours is loaded here
+    from trainer import LadaGAN
+    from utils import get_loss
+    official = types.SimpleNamespace(**conf.to_dict())
+    generator = Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
+                          mlp_dim=conf.g_mlp, dec_dim=conf.dec_dim)
+    generator(tf.zeros([1, conf.noise_dim]))
+    discriminator = Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
+                                  out_dim=conf.d_out_dim, heads=conf.d_heads,
+                                  mlp_dim=conf.d_mlp, initializer=conf.d_initializer)
+    discriminator(tf.zeros([1, conf.img_size, conf.img_size, 3]))
+    trainer = LadaGAN(generator=generator, discriminator=discriminator, conf=official)
+    g_loss, d_loss = get_loss(conf.loss)
+    trainer.build(g_optimizer=tf.keras.optimizers.Adam(conf.g_lr, conf.g_beta1, conf.g_beta2),
+                  d_optimizer=tf.keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2),
+                  g_loss=g_loss, d_loss=d_loss)
+    if not conf.jit:
+        trainer.train_step = tf.function(types.MethodType(
+            LadaGAN.train_step.python_function, trainer))
+
+    def step(real):
+        trainer.train_step(real)
+        return float(trainer.train_metrics['d_loss'].result())
+    return step
+
+
+def _child(spec):
+    """One training configuration in a fresh process: build it, time its steps, and print
+    {'peak_rss_mb', 'first_step_s', 'step_s'} as JSON."""
+    spec = json.loads(spec)
+    if spec['implementation'] == 'authors':
+        os.environ['TF_USE_LEGACY_KERAS'] = '1'  # tf.keras is then Keras 2, as their code needs
+    import tensorflow as tf
+
+    import config
+    conf = config.make_config(spec['preset'], batch_size=spec['batch_size'],
+                              precision=spec['precision'], jit=spec['jit'])
+    step = (_authors_step(conf, spec['authors_code']) if spec['implementation'] == 'authors'
+            else _our_step(conf))
+    real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
+    first, median = _time_steps(lambda: step(real), spec['steps'])
+    print(json.dumps({'peak_rss_mb': _peak_rss_mb(), 'first_step_s': first, 'step_s': median}))
+    return 0
 
 
 @section('data')
@@ -350,6 +473,10 @@ def parse_args(argv=None):
                              'the oneDNN kernels used without XLA are often faster)')
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
+    parser.add_argument('--authors_code', default=None, metavar='DIR',
+                        help="memory section: also measure the authors' step, from a checkout of "
+                             'github.com/milmor/LadaGAN at DIR (needs pip install tf_keras)')
+    parser.add_argument('--child', default=None, help=argparse.SUPPRESS)  # memory's processes
     args = parser.parse_args(argv)
     args.sections = list(SECTIONS) if args.only is None else [name.strip() for name in args.only.split(',') if name.strip()]
     unknown = [name for name in args.sections if name not in SECTIONS]
@@ -360,6 +487,8 @@ def parse_args(argv=None):
 
 def main(argv=None):
     args = parse_args(argv)
+    if args.child:
+        return _child(args.child)
     results = []
     for name in args.sections:
         print(f'== {name}', file=sys.stderr)

@@ -44,6 +44,8 @@ config = {
     # --- objective ---
     'loss': 'nsl',                # 'nsl' non-saturating logistic, 'hinge', 'rahinge' (ours)
     'gp_weight': 0.0001,          # weight of the R1 penalty on (augmented) real images
+    'r1_interval': 1,             # ours: R1 every this many D updates, weighted by it (lazy R1,
+                                  # as StyleGAN2); 1: every update, as the official code
     'policy': 'color,translation',  # DiffAugment policy: comma-separated color/translation/cutout
     'bcr': False,                 # balanced consistency regularisation instead of DiffAugment in D
     'cr_weight': 0.1,             # weight of the bCR consistency loss
@@ -52,6 +54,7 @@ config = {
     'fid_backbone': 'standard',   # ours: 'standard' (the paper's FID Inception) or 'keras' (official)
     'n_fid_real': 2500,           # real images for the in-training FID
     'n_fid_gen': 2500,            # generated images for the in-training FID
+    'prdc': False,                # ours: log precision, recall, density, coverage with each FID
     'fid_batch_size': 50,         # Inception batch size
     'gen_batch_size': 50,         # generator batch size when sampling for FID and generate.py
     'plot_size': 5.2,             # height in inches of the attention-map figures (as official)
@@ -62,6 +65,13 @@ config = {
                                   # XLA on a GPU or TPU, not on a CPU (oneDNN is faster there)
     'precision': 'float32',       # 'float32', 'mixed_float16' (loss scaling) or 'mixed_bfloat16'
     'nan_retries': 0,             # ours: on NaN, 0 stops; N: restore last ckpt at half the lrs, N times
+    # --- watching the run (ours; guard.py) ---
+    'fid_guard': 'warn',          # FID staying far above the best: 'warn', 'stop', 'rollback' (to
+                                  # the best checkpoint, both lrs halved) or 'off'
+    'fid_guard_factor': 1.5,      # an FID above this times the best FID counts as diverging
+    'fid_guard_patience': 2,      # diverging FIDs in a row before fid_guard acts
+    'fid_guard_retries': 2,       # rollbacks at most; then fid_guard=rollback stops
+    'early_stop_patience': 0,     # finish after this many FIDs without a new best (0: never)
 }
 
 _G_BASE = dict(g_dim=[1024, 256, 64], g_heads=[4, 4, 4], g_mlp=[512, 512, 512], dec_dim=False)
@@ -99,6 +109,7 @@ LOSSES = ('nsl', 'hinge', 'rahinge')
 ATTENTIONS = ('lada', 'dot')
 POLICY_OPS = ('color', 'translation', 'cutout')
 FID_BACKBONES = ('standard', 'keras')
+FID_GUARDS = ('off', 'warn', 'stop', 'rollback')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 INITIALIZERS = ('orthogonal', 'glorot_uniform', 'glorot_normal', 'he_normal', 'he_uniform',
                 'lecun_normal', 'random_normal')
@@ -255,13 +266,14 @@ def validate(values):
     """Check that the values fit together; return them unchanged or raise UserError."""
     v = values
     for key in ('batch_size', 'noise_dim', 'd_heads', 'd_mlp', 'n_fid_real', 'n_fid_gen',
-                'fid_batch_size', 'gen_batch_size'):
+                'fid_batch_size', 'gen_batch_size', 'r1_interval'):
         if v[key] < 1:
             _fail(f'{key}={v[key]} must be a positive integer')
     check_generator_shape(v['img_size'], v['g_dim'], v['g_heads'], v['g_mlp'], v['dec_dim'])
     check_discriminator_shape(v['img_size'], v['d_enc_dim'], v['d_out_dim'], v['d_heads'])
     for key, allowed in (('loss', LOSSES), ('attention', ATTENTIONS),
                          ('fid_backbone', FID_BACKBONES), ('precision', PRECISIONS),
+                         ('fid_guard', FID_GUARDS),
                          ('g_initializer', INITIALIZERS), ('d_initializer', INITIALIZERS)):
         if v[key] not in allowed:
             _fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(allowed)}')
@@ -278,9 +290,15 @@ def validate(values):
     for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
         if not 0.0 <= v[key] < 1.0:
             _fail(f'{key}={v[key]} must be in [0, 1)')
-    for key in ('gp_weight', 'cr_weight', 'nan_retries'):
+    for key in ('gp_weight', 'cr_weight', 'nan_retries', 'fid_guard_retries',
+                'early_stop_patience'):
         if v[key] < 0:
             _fail(f'{key}={v[key]} must not be negative')
+    if v['fid_guard_factor'] < 1:
+        _fail(f'fid_guard_factor={v["fid_guard_factor"]} must be at least 1 (a factor of the '
+              'best FID)')
+    if v['fid_guard_patience'] < 1:
+        _fail(f'fid_guard_patience={v["fid_guard_patience"]} must be a positive integer')
     return values
 
 

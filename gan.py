@@ -103,6 +103,36 @@ def use_xla(jit):
     return bool(tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU'))
 
 
+# `train.py --fast`: what the time-to-FID experiment (README, "Faster training") showed to
+# reach the official recipe's FID sooner. Not the official recipe: the presets do not use it.
+FAST_R1_INTERVAL = 16
+
+
+def fast_precision():
+    """'mixed_bfloat16' where the hardware computes in bfloat16 natively (a TPU, a GPU of
+    compute capability 8.0 or newer, a CPU with AVX512_BF16 or AMX), else 'float32': elsewhere
+    bfloat16 is emulated and slower."""
+    if tf.config.list_logical_devices('TPU'):
+        return 'mixed_bfloat16'
+    gpus = tf.config.list_physical_devices('GPU')
+    if gpus:
+        capabilities = [tf.config.experimental.get_device_details(gpu).get(
+            'compute_capability', (0, 0)) for gpu in gpus]
+        return 'mixed_bfloat16' if min(capabilities) >= (8, 0) else 'float32'
+    try:
+        with open('/proc/cpuinfo') as f:
+            flags = next((line.split(':', 1)[1].split() for line in f
+                          if line.startswith('flags')), [])
+    except OSError:
+        flags = []
+    return 'mixed_bfloat16' if {'avx512_bf16', 'amx_bf16'} & set(flags) else 'float32'
+
+
+def fast_settings():
+    """The config overrides of `train.py --fast`: lazy R1 and, where it is native, bfloat16."""
+    return {'r1_interval': FAST_R1_INTERVAL, 'precision': fast_precision()}
+
+
 class LadaGAN(tf.Module):
     """Generator, EMA generator, discriminator, their optimizers and one compiled train step.
 
@@ -155,13 +185,16 @@ class LadaGAN(tf.Module):
         diffaug.parse_policy(self.policy)  # fail now, not inside the trace
         self.rng = tf.random.Generator.from_seed(conf.seed)
         self.n_images = tf.Variable(0, dtype=tf.int64, trainable=False, name='n_images')
+        # D updates so far: lazy R1 (r1_interval) takes the penalty on every k-th one.
+        self.d_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='d_updates')
 
     # ------------------------------------------------------------------ pieces of the step
     def augment(self, images):
         return diffaug.DiffAugment(images, self.policy, rng=self.rng)
 
-    def r1_penalty(self, real_images):
-        """D(real) logits and gp_weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2).
+    def r1_penalty(self, real_images, weight=None):
+        """D(real) logits and weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2), with
+        weight gp_weight by default.
 
         Under float16 the input gradient is taken of the loss-scaled logits and unscaled in
         float32: unscaled, the small per-pixel gradients underflow and R1 silently becomes 0."""
@@ -172,17 +205,33 @@ class LadaGAN(tf.Module):
             scaled_logits = real_logits * scale
         grads = tf.cast(r1_tape.gradient(scaled_logits, real_images), tf.float32) / scale
         penalty = tf.reduce_sum(tf.square(grads), axis=[1, 2, 3])  # (B,)
-        return real_logits, self.conf.gp_weight * tf.reduce_mean(penalty)
+        weight = self.conf.gp_weight if weight is None else weight
+        return real_logits, weight * tf.reduce_mean(penalty)
+
+    def real_logits_and_r1(self, real_images, with_r1):
+        """D(real) logits and the step's R1 term: gp_weight * r1_interval times the penalty on
+        the updates that take it (every one by default), else 0 and no double backward."""
+        if not with_r1:
+            return self.discriminator(real_images, training=True), tf.constant(0.0)
+        return self.r1_penalty(real_images, self.conf.gp_weight * self.conf.r1_interval)
+
+    def r1_due(self):
+        """Whether the next D update takes R1: with r1_interval k, the last of every k updates
+        (StyleGAN2's lazy regularisation, weighted by k). Decided here, outside the compiled
+        step, because XLA cannot differentiate through a conditional; with k > 1 this reads the
+        checkpointed update counter, so a restored run keeps its phase."""
+        interval = self.conf.r1_interval
+        return interval == 1 or (int(self.d_updates.numpy()) + 1) % interval == 0
 
     def _draw_noise(self, noise, batch_size):
         if noise is not None:
             return tf.convert_to_tensor(noise, tf.float32)
         return self.rng.normal([batch_size, self.conf.noise_dim])
 
-    def _update(self, real_images, d_noise=None, g_noise=None):
-        """One D step then one G step on this replica's share of the batch. Gradients are
-        summed over replicas by the optimizer, so the losses are divided by the replica count:
-        the update is that of the mean over the global batch."""
+    def _update(self, real_images, d_noise=None, g_noise=None, with_r1=True):
+        """One D step (with R1 when `with_r1`) then one G step on this replica's share of the
+        batch. Gradients are summed over replicas by the optimizer, so the losses are divided
+        by the replica count: the update is that of the mean over the global batch."""
         conf = self.conf
         per_replica = 1.0 / self.num_replicas
         real_images = tf.convert_to_tensor(real_images, tf.float32)
@@ -199,7 +248,7 @@ class LadaGAN(tf.Module):
                 # bCR: adversarial loss and R1 on clean images; consistency between D(x) and
                 # D(T(x)) with the augmented batch (real and fake together) stop-gradient.
                 fake_logits = self.discriminator(fake_images, training=True)
-                real_logits, gp = self.r1_penalty(real_images)
+                real_logits, gp = self.real_logits_and_r1(real_images, with_r1)
                 augmented = tf.stop_gradient(tf.concat(
                     [self.augment(real_images), self.augment(fake_images)], axis=0))
                 augmented_logits = self.discriminator(augmented, training=True)
@@ -211,7 +260,7 @@ class LadaGAN(tf.Module):
                 real_augmented = self.augment(real_images)
                 fake_logits = self.discriminator(fake_augmented, training=True)
                 # R1 on the AUGMENTED reals, as the official code.
-                real_logits, gp = self.r1_penalty(real_augmented)
+                real_logits, gp = self.real_logits_and_r1(real_augmented, with_r1)
                 cr = tf.constant(0.0)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
@@ -247,15 +296,17 @@ class LadaGAN(tf.Module):
         for ema_weight, weight in zip(self.ema_generator.weights, self.generator.weights):
             ema_weight.assign(decay * ema_weight + (1.0 - decay) * weight)
         self.n_images.assign_add(tf.cast(global_batch_size, tf.int64))
+        self.d_updates.assign_add(1)
 
-    def _single_device_step(self, real_images, d_noise=None, g_noise=None):
+    def _single_device_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
         real_images = tf.convert_to_tensor(real_images, tf.float32)
-        metrics = self._update(real_images, d_noise, g_noise)
+        metrics = self._update(real_images, d_noise, g_noise, with_r1)
         self._update_ema_and_count(tf.shape(real_images)[0])
         return metrics
 
-    def _distributed_step(self, real_images, d_noise=None, g_noise=None):
-        per_replica = self.strategy.run(self._update, args=(real_images, d_noise, g_noise))
+    def _distributed_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
+        per_replica = self.strategy.run(self._update,
+                                        args=(real_images, d_noise, g_noise, with_r1))
         metrics = {key: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                    for key, value in per_replica.items()}
         local_batch = self.strategy.run(lambda images: tf.shape(images)[0], (real_images,))
@@ -282,13 +333,28 @@ class LadaGAN(tf.Module):
         dataset or a global batch, which is split evenly (as are given noises)."""
         if self.num_replicas > 1 and not isinstance(real_images, tf.distribute.DistributedValues):
             real_images = self.distribute(real_images)
+        # with_r1 is a Python bool: one compiled step with R1 and, with lazy R1, one without.
         return self._compiled_step(real_images, self.distribute(d_noise),
-                                   self.distribute(g_noise))
+                                   self.distribute(g_noise), self.r1_due())
+
+    def checkpoint_objects(self, **extra):
+        """{name: object} of a checkpoint: the official layout, plus our optimizer, RNG and
+        counter state (and `extra`)."""
+        return dict(generator=self.generator, ema_generator=self.ema_generator,
+                    discriminator=self.discriminator, g_optimizer=self.g_optimizer,
+                    d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng,
+                    d_updates=self.d_updates, g_loss_scale=self.g_loss_scale,
+                    d_loss_scale=self.d_loss_scale, **extra)
 
     def checkpoint(self, **extra):
-        """A tf.train.Checkpoint in the official layout, plus our optimizer and RNG state."""
-        return tf.train.Checkpoint(
-            generator=self.generator, ema_generator=self.ema_generator,
-            discriminator=self.discriminator, g_optimizer=self.g_optimizer,
-            d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng,
-            g_loss_scale=self.g_loss_scale, d_loss_scale=self.d_loss_scale, **extra)
+        """A tf.train.Checkpoint of checkpoint_objects()."""
+        return tf.train.Checkpoint(**self.checkpoint_objects(**extra))
+
+
+def restore_checkpoint(objects, prefix):
+    """Restore {name: object} from the checkpoint `prefix`. Every value in the checkpoint must
+    find its object; an object the checkpoint lacks (state added to the code after an older
+    run wrote it, e.g. d_updates) keeps its initial value."""
+    stored = {name.split('/')[0] for name, _ in tf.train.list_variables(prefix)}
+    present = {name: obj for name, obj in objects.items() if name in stored}
+    tf.train.Checkpoint(**present).restore(prefix).assert_existing_objects_matched()

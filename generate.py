@@ -41,9 +41,15 @@ from PIL import Image  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
 import checkpoints  # noqa: E402
+import official  # noqa: E402
+import data  # noqa: E402
+import export  # noqa: E402
+import fid  # noqa: E402
+import inception  # noqa: E402
+import openmoji  # noqa: E402
 import plots  # noqa: E402
+import knn_metrics  # noqa: E402
 from config import UserError  # noqa: E402
-from data import to_uint8  # noqa: E402
 
 DEFAULT_SEEDS = '0-63'
 MAX_SEED = 2 ** 32 - 1  # the range np.random.RandomState accepts
@@ -104,13 +110,14 @@ def interpolation_noise(key_noise, frames_per_segment):
     return np.concatenate(segments, axis=0)
 
 
-def generate_batches(generator, noise, batch_size, desc):
-    """Yield (images (B, S, S, 3) float32 in [-1, 1], [attention maps (B, heads, tokens)]) for
-    consecutive batches of `noise`, with a progress bar counting images."""
+def generate_batches(sampler, noise, batch_size, desc):
+    """Yield (uint8 images (B, S, S, 3), [attention maps (B, heads, tokens)]) for consecutive
+    batches of `noise`, with a progress bar counting images. `sampler` is an
+    export.ImageGenerator: the images are those the exported model gives."""
     with tqdm(total=len(noise), unit='img', desc=desc, dynamic_ncols=True) as bar:
         for start in range(0, len(noise), batch_size):
             batch = tf.constant(noise[start:start + batch_size])
-            images, attn_maps = generator(batch, training=False)
+            images, attn_maps = sampler.generate_with_attention(batch)
             bar.update(int(batch.shape[0]))
             yield images.numpy(), [maps.numpy() for maps in attn_maps]
 
@@ -126,45 +133,34 @@ def load_generator(args):
     """(config, generator, model folder) from --model_dir or --pretrained."""
     model_dir = args.model_dir
     if args.pretrained:
-        model_dir = checkpoints.download_official_checkpoint(args.pretrained,
+        model_dir = official.download_official_checkpoint(args.pretrained,
                                                              dest_dir=args.cache_dir)
     conf, generator = checkpoints.load_run_generator(model_dir, ckpt=args.ckpt,
                                                      ema=not args.no_ema)
     return conf, generator, model_dir
 
 
-def run(args, seeds):
-    conf, generator, model_dir = load_generator(args)
-    print(f'{"Raw" if args.no_ema else "EMA"} generator of {model_dir}: '
-          f'{conf.img_size}x{conf.img_size} px')
-    outdir = args.outdir
-    os.makedirs(outdir, exist_ok=True)
-    batch_size = conf.gen_batch_size
-    written = []
-
-    keep_for_grid = args.grid or args.grid_only
-    grid_images = []  # uint8 (S, S, 3), only when a grid is asked for
-    attn_images, attn_maps = [], []  # the first ATTENTION_IMAGES images and their maps
+def write_images(args, seeds, conf, sampler, outdir):
+    """Seed PNGs, grid.png and attention maps, as asked; returns the uint8 images
+    (len(seeds), S, S, 3) and the names written."""
     noise = seed_noise(seeds, conf.noise_dim)
-    start = 0
-    for images, maps in generate_batches(generator, noise, batch_size, 'generate'):
-        images_uint8 = to_uint8(images)  # the training samples' quantisation
+    all_images, attn_images, attn_maps = [], [], []  # uint8 (S, S, 3) each; the first maps
+    for images_uint8, maps in generate_batches(sampler, noise, conf.gen_batch_size, 'generate'):
         if not args.grid_only:
-            for image, seed in zip(images_uint8, seeds[start:start + len(images)]):
+            for image, seed in zip(images_uint8, seeds[len(all_images):]):
                 Image.fromarray(image).save(os.path.join(outdir, f'seed{seed:04d}.png'))
-        if keep_for_grid:
-            grid_images.extend(images_uint8)
+        all_images.extend(images_uint8)
         if args.attn_maps and len(attn_images) < ATTENTION_IMAGES:
             take = ATTENTION_IMAGES - len(attn_images)
-            attn_images.extend(images[:take])
+            attn_images.extend(images_uint8[:take])
             attn_maps.append([stage_maps[:take] for stage_maps in maps])
-        start += len(images)
+    written = []
     if not args.grid_only:
         names = [f'seed{seed:04d}.png' for seed in (seeds[0], seeds[-1])]
         written.append(names[0] if len(seeds) == 1 else f'{len(seeds)} images {names[0]} .. '
                        + names[1])
-    if keep_for_grid:
-        plots.save_image_grid(np.stack(grid_images), os.path.join(outdir, 'grid.png'))
+    if args.grid or args.grid_only:
+        plots.save_image_grid(np.stack(all_images), os.path.join(outdir, 'grid.png'))
         written.append('grid.png')
     if args.attn_maps:
         # (B, heads, tokens) per stage, batches joined
@@ -173,15 +169,71 @@ def run(args, seeds):
                                           heads=conf.g_heads, plot_size=conf.plot_size,
                                           max_images=ATTENTION_IMAGES)
         written.extend(os.path.basename(path) for path in paths)
+    return np.stack(all_images), written
 
+
+def write_interpolation(args, seeds, conf, sampler, outdir):
+    key_noise = seed_noise(seeds[:args.interpolate], conf.noise_dim)
+    path_noise = interpolation_noise(key_noise, args.frames)
+    frames = [images for images, _ in
+              generate_batches(sampler, path_noise, conf.gen_batch_size, 'interpolate')]
+    save_gif(np.concatenate(frames, axis=0), os.path.join(outdir, 'interpolation.gif'))
+    return (f'interpolation.gif ({len(path_noise)} frames through seeds '
+            + ','.join(map(str, seeds[:args.interpolate])) + ')')
+
+
+def training_images(args, conf, model_dir):
+    """The files a run trained on: --train_images, else the run's recorded --file_pattern, else
+    the built-in demo set (a run trained on it records none)."""
+    if args.train_images:
+        return data.list_image_files(args.train_images)
+    record = checkpoints.read_run_record(model_dir)
+    if record is None:
+        raise UserError(f'{model_dir} does not record its training images (it has no '
+                        f'{checkpoints.RUN_RECORD}); pass them with --train_images PATH')
+    return data.list_image_files(record['options'].get('file_pattern')
+                                 or openmoji.openmoji_dataset(conf.img_size))
+
+
+def write_nearest(args, seeds, images, conf, model_dir, outdir):
+    """The memorisation check: each generated image beside its --nearest nearest training images
+    in Inception feature space (the FID network), as nearest.png; prints the closest pair."""
+    files = training_images(args, conf, model_dir)
+    extractor = inception.get_feature_extractor('standard')
+    # Features of every training image, decoded as training decodes them: cached once.
+    train = fid.reference_statistics(files, extractor, conf.img_size, conf.center_crop,
+                                     need_features=True)['features']
+    indices, distances = knn_metrics.nearest_neighbours(extractor(images), train, args.nearest)
+    neighbours = np.stack([np.stack([data.decode_image(files[index], conf.img_size,
+                                                       conf.center_crop) for index in row])
+                           for row in indices])  # (Q, k, S, S, 3)
+    plots.save_nearest_neighbours(images, neighbours, distances,
+                                  os.path.join(outdir, 'nearest.png'),
+                                  labels=[f'seed {seed}' for seed in seeds])
+    closest = np.unravel_index(np.argmin(distances[:, 0]), distances[:, :1].shape)[0]
+    print(f'Smallest distance to a training image: {distances[closest, 0]:.3f} (seed '
+          f'{seeds[closest]} and {files[indices[closest, 0]]}; {len(files):,} training images)')
+    return 'nearest.png'
+
+
+def run(args, seeds):
+    conf, generator, model_dir = load_generator(args)
+    print(f'{"Raw" if args.no_ema else "EMA"} generator of {model_dir}: '
+          f'{conf.img_size}x{conf.img_size} px')
+    if args.export:
+        export.export_generator(generator, conf, args.export, source=model_dir,
+                                ema=not args.no_ema)
+        if seeds is None:  # only the export was asked for
+            return
+    outdir = args.outdir or (os.path.join(model_dir, 'generated') if args.model_dir
+                             else os.path.join('generated', args.pretrained))
+    os.makedirs(outdir, exist_ok=True)
+    sampler = export.ImageGenerator(generator, conf.noise_dim)  # the images the export gives
+    images, written = write_images(args, seeds, conf, sampler, outdir)
     if args.interpolate:
-        key_noise = noise[:args.interpolate]
-        path_noise = interpolation_noise(key_noise, args.frames)
-        frames = [to_uint8(images) for images, _ in
-                  generate_batches(generator, path_noise, batch_size, 'interpolate')]
-        save_gif(np.concatenate(frames, axis=0), os.path.join(outdir, 'interpolation.gif'))
-        written.append(f'interpolation.gif ({len(path_noise)} frames through seeds '
-                       + ','.join(map(str, seeds[:args.interpolate])) + ')')
+        written.append(write_interpolation(args, seeds, conf, sampler, outdir))
+    if args.nearest:
+        written.append(write_nearest(args, seeds, images, conf, model_dir, outdir))
     print(f'Wrote to {outdir}: ' + ', '.join(written))
 
 
@@ -199,13 +251,14 @@ def parse_args(argv=None):
         epilog=__doc__.split('\n\n', 2)[2])
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument('--model_dir', help='run folder of ours, or an official model folder')
-    source.add_argument('--pretrained', choices=list(checkpoints.OFFICIAL_CHECKPOINT_STEPS),
+    source.add_argument('--pretrained', choices=list(official.OFFICIAL_CHECKPOINT_STEPS),
                         help='download this official model from the Hugging Face Hub (once) '
                              'and use it')
     parser.add_argument('--cache_dir', default=None,
                         help='where --pretrained models are kept (default: the pretrained/ '
                              'folder of $LADAGAN_CACHE_DIR or ~/.cache/ladagan)')
-    parser.add_argument('--outdir', required=True, help='output folder (created if needed)')
+    parser.add_argument('--outdir', help='output folder, created if needed (default: '
+                        'RUN/generated, or generated/NAME for --pretrained NAME)')
     parser.add_argument('--seeds', help='seeds as ranges and lists, e.g. 0-63 or 0-3,10,20-22 '
                                         f'(default {DEFAULT_SEEDS})')
     parser.add_argument('--num', type=int, help='generate N images with seeds 0..N-1')
@@ -220,6 +273,16 @@ def parse_args(argv=None):
     parser.add_argument('--attn_maps', action='store_true',
                         help='also save the attention maps of each stage and head (first '
                              f'{ATTENTION_IMAGES} seeds)')
+    parser.add_argument('--nearest', type=int, metavar='K',
+                        help='memorisation check: nearest.png puts each image beside its K '
+                             'nearest training images in Inception feature space, with the '
+                             'distances, and the smallest distance is printed')
+    parser.add_argument('--train_images', metavar='PATH',
+                        help='training images for --nearest (default: those the run records)')
+    parser.add_argument('--export', metavar='DIR',
+                        help='write the generator as a TensorFlow SavedModel (noise -> uint8 '
+                             'images) to DIR, and as DIR/generator.onnx when tf2onnx is '
+                             'installed; with no image option, only export')
     parser.add_argument('--no_ema', action='store_true',
                         help='use the raw generator instead of its EMA')
     parser.add_argument('--ckpt', choices=('best', 'latest'), default='best',
@@ -229,7 +292,8 @@ def parse_args(argv=None):
 
 
 def resolve_seeds(args):
-    """The seed list asked for, or UserError; checks every option before anything is loaded."""
+    """The seed list asked for (None when only --export is), or UserError; checks every option
+    before anything is loaded."""
     if args.seeds is not None and args.num is not None:
         raise UserError('--seeds and --num both choose the seeds: give only one')
     if args.num is not None and args.num < 1:
@@ -242,6 +306,15 @@ def resolve_seeds(args):
                               'integer')
     if args.grid and args.grid_only:
         raise UserError('--grid and --grid_only both choose the grid: give only one')
+    if args.nearest is not None and args.nearest < 1:
+        raise UserError(f'--nearest {args.nearest} is not allowed: it must be a positive integer')
+    if args.export and os.path.exists(args.export) and os.listdir(args.export):
+        raise UserError(f'--export {args.export} already exists and is not empty: give a new '
+                        'folder')
+    images_asked = (args.seeds, args.num, args.interpolate, args.nearest, args.outdir)
+    if args.export and all(option is None for option in images_asked) and not (
+            args.grid or args.grid_only or args.attn_maps):
+        return None
     if args.num is not None:
         seeds = list(range(args.num))
     elif args.seeds is not None:

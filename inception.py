@@ -27,6 +27,7 @@ import tensorflow as tf
 from keras import layers
 from tqdm import tqdm
 
+import data
 from config import UserError
 from config import cache_dir as ladagan_cache_dir
 from torch_weights import read_torch_tensors
@@ -501,3 +502,80 @@ def get_feature_extractor(backbone='standard', inception_weights=None, keras_wei
         if key not in _EXTRACTORS:
             _EXTRACTORS[key] = KerasInceptionFeatures(keras_weights)
     return _EXTRACTORS[key]
+
+
+# ---------------------------------------------------------------------------
+# Features of image files and of generators (float images in [-1, 1])
+# ---------------------------------------------------------------------------
+
+
+def _image_file_batches(paths, img_size, batch_size, center_crop, skipped):
+    """Yield (uint8 (B, H, W, 3) images, B) of the decodable files of `paths`; undecodable ones
+    are appended to `skipped` as (path, reason) and left out, as the training pipeline does."""
+    first_shape = None
+    for start in range(0, len(paths), batch_size):
+        images = []
+        for path in paths[start:start + batch_size]:
+            image, error = data.try_decode(path, img_size, center_crop)
+            if image is None:
+                skipped.append((path, error))
+                continue
+            first_shape = first_shape or image.shape
+            if image.shape != first_shape:
+                raise UserError(f'Image {path!r} is {image.shape[1]}x{image.shape[0]} but earlier ones are '
+                               f'{first_shape[1]}x{first_shape[0]}; pass --img_size to resize them all.')
+            images.append(image)
+        yield (np.stack(images) if images else None), len(paths[start:start + batch_size])
+
+
+def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='Inception features',
+                          progress=True, center_crop=False):
+    """(N, 2048) features of the image files that decode (each center-cropped if asked and
+    resized to img_size first if given, as the training data); undecodable files are skipped
+    and counted in one SkippedImagesWarning. UserError when fewer than 2 decode."""
+    features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
+    skipped = []
+    with tqdm(total=len(paths), desc=desc, unit='img', disable=not progress) as bar:
+        kept = 0
+        for batch, files_read in _image_file_batches(paths, img_size, batch_size, center_crop,
+                                                     skipped):
+            if batch is not None:
+                features[kept:kept + len(batch)] = extractor(batch)
+                kept += len(batch)
+            bar.update(files_read)
+    if kept < 2:
+        raise UserError(f'Only {kept} of {len(paths)} image files could be decoded'
+                       + (f' (e.g. {skipped[0][0]!r}: {skipped[0][1]})' if skipped else '')
+                       + '; FID needs at least 2.')
+    data.warn_skipped(skipped, len(paths))
+    return features[:kept]
+
+
+def extract_sample_features(sample_fn, num_images, extractor, batch_size=50, gen_batch_size=None,
+                            desc='Generated features', progress=True):
+    """(num_images, 2048) features of images drawn from ``sample_fn(n)`` (float, [-1, 1]).
+
+    The generator is asked for ``gen_batch_size`` images at a time (default
+    ``batch_size``); the Inception network sees ``batch_size`` at a time.
+    """
+    gen_batch_size = gen_batch_size or batch_size
+    features = np.empty((num_images, FEATURE_DIM), dtype=np.float32)
+    pending = np.zeros((0,), dtype=np.uint8)  # quantised images not yet featurised, (n, H, W, 3)
+    done = 0
+    with tqdm(total=num_images, desc=desc, unit='img', disable=not progress) as bar:
+        while done < num_images:
+            if len(pending) < min(batch_size, num_images - done):
+                count = min(gen_batch_size, num_images - done - len(pending))
+                images = sample_fn(count)
+                images = images.numpy() if hasattr(images, 'numpy') else np.asarray(images)
+                if images.ndim != 4 or images.shape[-1] != 3 or len(images) < count:
+                    raise UserError(f'sample_fn({count}) returned shape {images.shape}; it must return '
+                                   f'({count}, H, W, 3) images in [-1, 1].')
+                images = data.to_uint8(images[:count])
+                pending = images if len(pending) == 0 else np.concatenate([pending, images])
+                continue
+            batch, pending = pending[:batch_size], pending[batch_size:]
+            features[done:done + len(batch)] = extractor(batch)
+            done += len(batch)
+            bar.update(len(batch))
+    return features

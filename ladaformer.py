@@ -8,7 +8,7 @@ Lada attention (one global query per head, cost linear in N):
     R_i   = g * K_i * V_i                          # (B, N, H, d), element-wise
     out   = Dense_D(merge_heads(R))
 The weight names (wq, wk, wv, q_attn, to_out, norm1, mlp, ...) are the official ones, so that
-`checkpoints.load_official_checkpoint` can map the authors' variables one to one.
+`official.load_official_checkpoint` can map the authors' variables one to one.
 """
 import math
 

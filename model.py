@@ -6,7 +6,7 @@
     discriminator(images, training=False) -> logits (B, 25) float32 (a 5x5 map per image)
 
 The constructor keywords are the official ones. Attribute names follow the official code so that
-official checkpoints map one to one (see checkpoints.load_official_checkpoint).
+official checkpoints map one to one (see official.load_official_checkpoint).
 
 Print a parameter and multiply-accumulate table:  python model.py --preset cifar10
 """

@@ -205,3 +205,31 @@ def save_loss_curves(history, path):
 def _all_zero(series, names):
     """True when every listed metric is constantly 0 (e.g. cr when bCR is off): not worth a panel."""
     return bool(names) and all(not np.any(series[name][1]) for name in names)
+
+
+def save_nearest_neighbours(generated, neighbours, distances, path, labels=None):
+    """The memorisation picture: each generated image (a row) followed by its nearest training
+    images in Inception feature space, each titled with its distance.
+
+    generated: (Q, S, S, 3) uint8 or [-1, 1]; neighbours: (Q, k, S, S, 3); distances: (Q, k);
+    labels: optional row titles (e.g. 'seed 12'). Returns path."""
+    generated = _as_uint8_rgb(generated)
+    count, k = distances.shape
+    panel = 1.1  # inches per image
+    figure = _new_figure(panel * (k + 1), panel * count + 0.4, dpi=max(100, 96 * 2))
+    axes = figure.subplots(count, k + 1, squeeze=False)
+    for row in range(count):
+        axes[row, 0].imshow(generated[row], interpolation='nearest')
+        axes[row, 0].set_title(labels[row] if labels else 'generated', fontsize=6, pad=2)
+        for column, image in enumerate(_as_uint8_rgb(neighbours[row]), start=1):
+            axes[row, column].imshow(image, interpolation='nearest')
+            axes[row, column].set_title(f'{distances[row, column - 1]:.1f}', fontsize=6, pad=2)
+    for axis in axes.ravel():
+        axis.set_axis_off()
+    figure.suptitle(f'generated (left) and its {k} nearest training images (Inception '
+                    'feature distance)', fontsize=7)
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (panel * count + 0.4),
+                           wspace=0.05, hspace=0.35)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path)
+    return path

@@ -34,11 +34,13 @@ import config as config_lib  # noqa: E402
 import data  # noqa: E402
 import distribute  # noqa: E402
 import fid as fid_lib  # noqa: E402
+import gan  # noqa: E402
+import guard as guard_lib  # noqa: E402
 import model as model_lib  # noqa: E402
 import openmoji  # noqa: E402
 import plots  # noqa: E402
+import report  # noqa: E402
 from config import UserError  # noqa: E402
-from gan import LadaGAN  # noqa: E402
 
 # `python train.py` with no dataset trains the demo preset for this many iterations
 # (48,000 images: about 10 minutes on an idle 2-core CPU, FID included).
@@ -81,7 +83,8 @@ def make_fid_evaluator(conf, eval_source):
 
 class Trainer:
     """One run's training loop and what it keeps between steps: the GAN and its checkpoints, the
-    metric log, the schedule, and the NaN guard's count of restores.
+    metric log, the schedule, the training clock and the guard (guard.py), whose decisions it
+    carries out.
 
     The chief writes the run folder; other workers of a multi-worker run take part in every
     (collective) checkpoint save but write to a scratch folder of their own."""
@@ -95,29 +98,47 @@ class Trainer:
         with strategy.scope():
             generator = model_lib.build_generator(conf)
             discriminator = model_lib.build_discriminator(conf)
-            self.fid_var = tf.Variable(float('nan'), name='fid')
-            self.best_fid_var = tf.Variable(float('inf'), name='best_fid')
+            state = dict(
+                fid=tf.Variable(float('nan'), name='fid'),
+                best_fid=tf.Variable(float('inf'), name='best_fid'),
+                # Wall-clock seconds spent in training steps (not in FID, saves or plots),
+                # across resumes: what time-to-FID is measured in.
+                train_seconds=tf.Variable(0.0, dtype=tf.float64, name='train_seconds'),
+                # Images seen at the last evaluation whose outcome the guard has counted.
+                evaluated=tf.Variable(0, dtype=tf.int64, name='evaluated'),
+                **{f'guard_{name}': tf.Variable(0, dtype=tf.int64, name=f'guard_{name}')
+                   for name in guard_lib.COUNTERS})
+        self.state = state
         print(f'G: {model_lib.count_params(generator):,} parameters, '
               f'D: {model_lib.count_params(discriminator):,}; '
               f'{strategy.num_replicas_in_sync} replica(s)')
-        self.gan = LadaGAN(generator, discriminator, conf, strategy=strategy)
+        self.gan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
         step_mode = ('XLA (TPU)' if isinstance(strategy, tf.distribute.TPUStrategy) else
                      'XLA' if self.gan.xla else 'TensorFlow kernels, no XLA')
         print(f'train step: {step_mode} (jit={conf.jit})')
-        self.ckpt = self.gan.checkpoint(fid=self.fid_var, best_fid=self.best_fid_var)
+        self.checkpoint_objects = self.gan.checkpoint_objects(**state)
+        self.ckpt = tf.train.Checkpoint(**self.checkpoint_objects)
         self.latest = tf.train.CheckpointManager(
             self.ckpt, os.path.join(self.write_dir, 'training-checkpoints'),
             options['max_ckpt_to_keep'])
         self.best = tf.train.CheckpointManager(
             self.ckpt, os.path.join(self.write_dir, 'best-training-checkpoints'), 1)
         self.log = checkpoints.RunLog(self.write_dir)
+        self.guard = guard_lib.Guard(conf)
         self.sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
             [64, conf.noise_dim]).astype(np.float32)
         self.fid_evaluator = None
-        self.step = self.saved_step = self.nan_restores = 0
+        self.step = self.saved_step = 0
         self.stop_signal = None
+        self.finished = False  # early stop
         self.bar = None
-        self.interval_start, self.interval_images = time.perf_counter(), 0
+        self.train_seconds = 0.0
+        self.clock = time.perf_counter()  # start of the training time not yet counted
+        self.interval_images, self.interval_seconds = 0, 0.0  # since the last metrics log
+
+    @property
+    def n_images(self):
+        return int(self.gan.n_images.numpy())
 
     # ------------------------------------------------------------------ resume
     def restore(self):
@@ -126,30 +147,48 @@ class Trainer:
         # Every worker resumes from the chief's checkpoints.
         resume_from = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
         if resume_from:
-            self.ckpt.restore(resume_from).assert_existing_objects_matched()
-            print(f'Resumed from {resume_from}: {self.n_images:,} images seen, '
-                  f'last FID {float(self.fid_var):.3f}, best FID {float(self.best_fid_var):.3f}')
-        # A kill between the best and the latest save leaves the best checkpoint the newer one:
-        # resume from it, so that its FID stays the one to beat and its number is not saved over.
+            gan.restore_checkpoint(self.checkpoint_objects, resume_from)
+            print(f'Resumed from {resume_from}: {self.n_images:,} images seen, last FID '
+                  f'{float(self.state["fid"]):.3f}, best FID {float(self.state["best_fid"]):.3f}')
+        # The best checkpoint is written after the latest one of the same step, with that step's
+        # FID: when it is as new or newer (a kill came between the two), resume from it.
         newest_best = tf.train.latest_checkpoint(
             os.path.join(model_dir, 'best-training-checkpoints'))
-        if newest_best and checkpoints.checkpoint_scalar(newest_best, 'n_images') > self.n_images:
-            self.ckpt.restore(newest_best).assert_existing_objects_matched()
-            print(f'Resumed from {newest_best} instead, the newer checkpoint: '
-                  f'{self.n_images:,} images seen, best FID {float(self.best_fid_var):.3f}')
+        if newest_best and (checkpoints.checkpoint_scalar(newest_best, 'n_images')
+                            >= self.n_images > 0 or not resume_from):
+            gan.restore_checkpoint(self.checkpoint_objects, newest_best)
+            print(f'Resumed from {newest_best} instead, as new or newer: {self.n_images:,} '
+                  f'images seen, best FID {float(self.state["best_fid"]):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
-        self.log.rewind(self.n_images)  # records after the checkpoint are of steps a kill undid
-        # Learning-rate halvings by NaN restores so far: checkpoints hold the halved rates.
-        self.nan_restores = int(round(np.log2(self.conf.g_lr / float(np.asarray(
+        self.train_seconds = float(self.state['train_seconds'])
+        self.guard.set_counters(self.state[f'guard_{name}'] for name in guard_lib.COUNTERS)
+        # Checkpoints from before the guard hold only the halved learning rates of NaN restores.
+        halvings = int(round(np.log2(self.conf.g_lr / float(np.asarray(
             self.gan.g_optimizer.learning_rate)))))
+        self.guard.nan_restores += max(0, halvings - self.guard.lr_halvings)
+        self.log.rewind(self.n_images)  # records after the checkpoint are of steps a kill undid
 
-    @property
-    def n_images(self):
-        return int(self.gan.n_images.numpy())
+    def finish_pending_evaluation(self):
+        """A kill during (or right after) an evaluation leaves the latest checkpoint, written
+        before it, without its outcome: take the FID it logged, or evaluate again."""
+        fid_inter = self.options['fid_inter']
+        n_images = self.n_images
+        if not (fid_inter and self.step and self.step % fid_inter == 0
+                and int(self.state['evaluated']) < n_images):
+            return
+        logged = [record['fid'] for record in self.log.records
+                  if record['n_images'] == n_images and 'fid' in record]
+        if logged:  # the run went on after it, and its checkpoint is older: count it again
+            self.evaluate(n_images, logged[-1])
+        else:
+            print(f'The evaluation at {n_images:,} images did not finish before the run '
+                  'stopped: evaluating again')
+            self.evaluate(n_images)
 
     # ------------------------------------------------------------------ the loop
     def run(self, dataset):
-        """Train until total_iter (None: until stopped) or SIGINT/SIGTERM, which save first."""
+        """Train until total_iter (None: until stopped), an early stop, or SIGINT/SIGTERM,
+        which save first."""
         options = self.options
         total_iter = options['total_iter'] or float('inf')
         fid_inter, ckpt_inter = options['fid_inter'], options['ckpt_inter']
@@ -159,9 +198,9 @@ class Trainer:
                         dynamic_ncols=True, desc='train')
         handlers = {sig: signal.signal(sig, self._request_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
-        self._restart_timer()
+        self._restart_clock()
         try:
-            while self.step < total_iter and self.stop_signal is None:
+            while self.step < total_iter and self.stop_signal is None and not self.finished:
                 metrics = self.gan.train_step(next(data_iter))
                 self.step += 1
                 self.bar.update(self.batch)
@@ -172,6 +211,8 @@ class Trainer:
                 # Checked before every log and save, so no NaN model is saved, as best or at all.
                 if (log_now or save_now) and self._restored_after_nan(metrics):
                     continue
+                if log_now or save_now:  # the NaN check read the step's values: it is done
+                    self._tick()
                 if log_now:
                     self._log_metrics(metrics)
                 if save_now:
@@ -188,42 +229,80 @@ class Trainer:
     def _request_stop(self, signum, frame):
         self.stop_signal = signum
 
-    def _restart_timer(self):
-        self.interval_start, self.interval_images = time.perf_counter(), 0
+    def _tick(self):
+        """Count the time since the last tick as training time. Call it only once the last
+        step is done (reading its values waits for it; a GPU runs steps asynchronously)."""
+        now = time.perf_counter()
+        self.train_seconds += now - self.clock
+        self.interval_seconds += now - self.clock
+        self.clock = now
+
+    def _restart_clock(self):
+        """After work that is not training (evaluation, saving, a restore): not counted."""
+        self.clock = time.perf_counter()
 
     def _log_metrics(self, metrics):
         values = {key: float(value) for key, value in metrics.items()}
-        images_per_sec = self.interval_images / (time.perf_counter() - self.interval_start)
-        self.log.log(self.step * self.batch, images_per_sec=images_per_sec, **values)
+        images_per_sec = self.interval_images / max(self.interval_seconds, 1e-9)
+        self.log.log(self.step * self.batch, images_per_sec=images_per_sec,
+                     train_seconds=self.train_seconds, **values)
         self.bar.set_postfix(d=f'{values["d_loss"]:.3f}', g=f'{values["g_loss"]:.3f}',
                              gp=f'{values["gp"]:.4f}')
-        self._restart_timer()
+        self.interval_images, self.interval_seconds = 0, 0.0
+        self._restart_clock()
 
-    # ------------------------------------------------------------------ saving
+    # ------------------------------------------------------------------ saving, evaluating
+    def _store_state(self):
+        """Python-side state into the checkpoint's variables (a restore overwrites these)."""
+        self.state['train_seconds'].assign(self.train_seconds)
+        for name, value in zip(guard_lib.COUNTERS, self.guard.counters()):
+            self.state[f'guard_{name}'].assign(value)
+
     def save(self, with_fid):
-        """FID (when asked), then the best checkpoint when FID improved, the latest checkpoint,
-        the sample grid, attention maps and loss curves. A checkpoint-only save keeps the last
-        FID."""
+        """The latest checkpoint first, so that a kill during the evaluation loses no
+        training; then FID and what follows from it (evaluate)."""
         n_images = self.step * self.batch
-        fid = float('nan')
-        if with_fid and self.chief and self.fid_evaluator is not None:
-            fid = self.fid_evaluator(self.gan.ema_generator)
-            self.log.log(n_images, fid=fid)
+        self._store_state()
+        self.latest.save(n_images)
+        self.saved_step = self.step
         if with_fid:
+            self.evaluate(n_images)
+        else:
+            self._after_save(n_images, '')
+        self._restart_clock()
+
+    def evaluate(self, n_images, logged_fid=None):
+        """FID of the EMA generator, the best checkpoint when it improved, and the guard's
+        decision on it. With `logged_fid`, the evaluation a stopped run logged after its latest
+        checkpoint: only its outcome (best checkpoint, guard) is taken again."""
+        fid = logged_fid
+        if fid is None:
+            fid = float('nan')
+            if self.chief and self.fid_evaluator is not None:
+                scores = self.fid_evaluator(self.gan.ema_generator)  # FID; PRDC with conf.prdc
+                fid = scores['fid']
+                self.log.log(n_images, **scores, train_seconds=self.train_seconds)
             # Saves are collective across workers: all must take the chief's decision.
             fid = distribute.broadcast_from_chief(self.strategy, fid, self.chief)
-            self.fid_var.assign(fid)
-        improved = np.isfinite(fid) and fid < float(self.best_fid_var)
+        self.state['fid'].assign(fid)
+        best_before = float(self.state['best_fid'])
+        event = (self.guard.after_evaluation(fid, best_before, self._where())
+                 if np.isfinite(fid) else guard_lib.Event('continue'))
+        self.state['evaluated'].assign(n_images)
+        improved = np.isfinite(fid) and fid < best_before
         if improved:
-            self.best_fid_var.assign(fid)
+            self.state['best_fid'].assign(fid)
+            self._store_state()
             self.best.save(n_images)
-        self.latest.save(n_images)
+        if logged_fid is None:
+            note = f'FID {fid:.3f}' + (' (best)' if improved else '') if np.isfinite(fid) else ''
+            self._after_save(n_images, note)
+        self._carry_out(event)
+
+    def _after_save(self, n_images, note):
         if self.chief:
             self.save_samples(n_images)
-        note = f'FID {fid:.3f}' + (' (best)' if improved else '') if np.isfinite(fid) else ''
         tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
-        self.saved_step = self.step
-        self._restart_timer()
 
     def save_samples(self, n_images):
         samples_dir = os.path.join(self.model_dir, 'samples')
@@ -236,19 +315,25 @@ class Trainer:
                                   os.path.join(samples_dir, f'attention_{n_images:010d}'),
                                   plot_size=self.conf.plot_size)
         plots.save_loss_curves(self.log.history, os.path.join(self.model_dir, 'loss_curves.png'))
+        report.write_report(self.model_dir)
 
     def _save_on_signal(self, metrics):
         """On SIGINT/SIGTERM: save the steps since the last save (`metrics`: the last step's,
         None when there are none; saving the same number again would rewrite that checkpoint)."""
         if metrics is not None:
             bad_names = self._non_finite(metrics)
-            if bad_names:
-                self._stop(bad_names)
+            if bad_names:  # no restore here: the run was asked to stop
+                self._carry_out(self.guard.after_non_finite(
+                    self._what(bad_names), self.latest.latest_checkpoint, may_restore=False))
+            self._store_state()
             self.latest.save(self.step * self.batch)
         tqdm.write(f'Stopped on signal {self.stop_signal}; the checkpoint at '
                    f'{self.step * self.batch:,} images is saved')
 
-    # ------------------------------------------------------------------ the NaN guard
+    # ------------------------------------------------------------------ the guard's decisions
+    def _where(self):
+        return f'step {self.step} ({self.step * self.batch:,} images)'
+
     def _non_finite(self, metrics):
         """Non-finite losses and weights; weights too, as a step's losses are computed before
         its update, which may already have made them NaN."""
@@ -260,46 +345,47 @@ class Trainer:
     def _what(self, bad_names):
         shown = ', '.join(bad_names[:3]) + (f' and {len(bad_names) - 3} more'
                                             if len(bad_names) > 3 else '')
-        return f'non-finite {shown} at step {self.step} ({self.step * self.batch:,} images)'
-
-    def _stop(self, bad_names):
-        """Raise TrainingDivergedError naming the step and the last good checkpoint."""
-        last_good = self.latest.latest_checkpoint
-        tried = (f' after {self.nan_restores} restore(s) at halved learning rates'
-                 if self.nan_restores else '')
-        where = (f'the last good checkpoint is {last_good}' if last_good
-                 else 'no checkpoint was saved before it')
-        raise TrainingDivergedError(
-            f'Training diverged: {self._what(bad_names)}{tried}; {where}; start a new '
-            '--model_dir with lower g_lr and d_lr, or with --set nan_retries=N to restore and '
-            'halve them automatically.')
+        return f'non-finite {shown} at {self._where()}'
 
     def _restored_after_nan(self, metrics):
-        """False when the step's losses and weights are finite. Else restore the last checkpoint
-        at halved learning rates and return True (at most nan_retries times in all), or stop."""
+        """False when the step's losses and weights are finite; else the guard's decision,
+        carried out: a restore (True) or a stop."""
         bad_names = self._non_finite(metrics)
         if not bad_names:
             return False
-        last_good = self.latest.latest_checkpoint
-        if last_good is None or self.nan_restores >= self.conf.nan_retries:
-            self._stop(bad_names)
-        what = self._what(bad_names)
-        self.ckpt.restore(last_good).assert_existing_objects_matched()
-        self.nan_restores += 1
-        conf = self.conf
-        for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),
-                                   (self.gan.d_optimizer, conf.d_lr)):
-            optimizer.learning_rate = base_lr / 2 ** self.nan_restores
-        self.step = self.saved_step = self.n_images // self.batch
-        self.log.rewind(self.n_images)
-        self.bar.n = self.n_images
-        self.bar.refresh()
-        self._restart_timer()
-        tqdm.write(f'{what}: restored {last_good} with the learning rates halved to '
-                   f'g_lr={conf.g_lr / 2 ** self.nan_restores:.3g}, '
-                   f'd_lr={conf.d_lr / 2 ** self.nan_restores:.3g} '
-                   f'(restore {self.nan_restores} of at most {conf.nan_retries})')
+        self._tick()  # the undone steps' time was spent all the same: train_seconds keeps it
+        self._carry_out(self.guard.after_non_finite(self._what(bad_names),
+                                                    self.latest.latest_checkpoint))
         return True
+
+    def _carry_out(self, event):
+        """Do what the guard decided, and record it in events.jsonl."""
+        if event.action == 'continue':
+            return
+        self.log.event(self.step * self.batch, event.action, event.message)
+        if event.action == 'stop':
+            raise TrainingDivergedError(event.message)
+        if event.action == 'warn':
+            tqdm.write(f'warning: {event.message}')
+        elif event.action == 'finish':
+            tqdm.write(event.message)
+            self.finished = True
+        elif event.action == 'restore':
+            manager = self.best if event.checkpoint == 'best' else self.latest
+            gan.restore_checkpoint(self.checkpoint_objects, manager.latest_checkpoint)
+            conf, halvings = self.conf, self.guard.lr_halvings
+            for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),
+                                       (self.gan.d_optimizer, conf.d_lr)):
+                optimizer.learning_rate = base_lr / 2 ** halvings
+            self.step = self.saved_step = self.n_images // self.batch
+            self.log.rewind(self.n_images)
+            if self.bar is not None:
+                self.bar.n = self.n_images
+                self.bar.refresh()
+            self.interval_images, self.interval_seconds = 0, 0.0
+            self._restart_clock()
+            tqdm.write(f'{event.message}: g_lr={conf.g_lr / 2 ** halvings:.3g}, '
+                       f'd_lr={conf.d_lr / 2 ** halvings:.3g}')
 
 
 def train(conf, model_dir, options, record, strategy=None):
@@ -320,6 +406,7 @@ def train(conf, model_dir, options, record, strategy=None):
     if options['fid_inter'] and trainer.chief:
         # The real statistics are computed (or loaded) now, not in the middle of the run.
         trainer.fid_evaluator = make_fid_evaluator(conf, options['eval_dir'] or file_pattern)
+    trainer.finish_pending_evaluation()
     trainer.run(dataset)
     if not trainer.chief:
         shutil.rmtree(trainer.write_dir, ignore_errors=True)
@@ -356,6 +443,13 @@ def parse_args(argv=None):
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a config key (repeatable), e.g. --set batch_size=64')
     parser.add_argument('--seed', type=int, default=None, help='shortcut for --set seed=N')
+    parser.add_argument('--fast', action='store_true',
+                        help='train faster than the official recipe: R1 every '
+                             f'{gan.FAST_R1_INTERVAL} D updates (weighted by it) and bfloat16 '
+                             'where the hardware has it (README, "Faster training")')
+    parser.add_argument('--report', action='store_true',
+                        help='write RUN/report.html (config, FID and loss curves, samples, '
+                             'attention maps, the guard\'s events) for --model_dir and exit')
     parser.add_argument('--dry_run', action='store_true',
                         help='print the resolved config and exit')
     parser.add_argument('--strategy', default='auto', choices=distribute.STRATEGIES,
@@ -398,9 +492,17 @@ def check_data(options, conf, args):
 def main(argv=None):
     args = parse_args(argv)
     try:
+        if args.report:
+            if not os.path.isfile(os.path.join(args.model_dir, 'config.json')):
+                raise UserError(f'--model_dir {args.model_dir} holds no run (no config.json) to '
+                                'report on')
+            print(f'Wrote {report.write_report(args.model_dir)}')
+            return 0
         overrides = dict(config_lib.parse_override(item) for item in args.set)
         if args.seed is not None:
             overrides['seed'] = args.seed
+        if args.fast:  # --set still overrides any of it
+            overrides = {**gan.fast_settings(), **overrides}
         # `python train.py` with no data and no config changes starts the demo.
         demo = args.file_pattern is None and not args.set
         conf, resumed, notices = checkpoints.resolve_config(

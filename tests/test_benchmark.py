@@ -10,7 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_benchmark_with_profile(tmp_path):
     out = tmp_path / 'bench.json'
     result = subprocess.run(
-        [sys.executable, 'benchmark.py', '--quick', '--only', 'train,data', '--presets', 'tiny',
+        [sys.executable, 'benchmark.py', '--quick', '--only', 'train,data,memory', '--presets', 'tiny',
          '--steps', '2', '--profile', str(tmp_path / 'profile'), '--json', str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=900,
         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
@@ -26,6 +26,11 @@ def test_quick_benchmark_with_profile(tmp_path):
         assert len(shares) >= 2 and abs(sum(shares) - 100) < 1e-6
     assert any('matmul' in name for name in rows if 'kernel time' in name)
     assert list((tmp_path / 'profile').glob('tiny_xla/**/*.xplane.pb'))
+    # Memory: each preset and mode measured in a process of its own.
+    for mode in ('XLA', 'no XLA'):
+        assert 100 < rows[f'tiny, {mode}, ours: peak resident memory']['value'] < 8000
+        assert rows[f'tiny, {mode}, ours: train step']['value'] > 1
+    assert rows['dense matmul peak (float32, 2048^3, best of XLA and oneDNN)']['value'] > 1
     for size in (32, 128):
         assert rows[f'input pipeline, {size} px, in memory']['value'] > 0
         assert rows[f'input pipeline, {size} px, decoded every epoch']['value'] > 0

@@ -11,6 +11,7 @@ import pytest
 
 import checkpoints
 import config
+import official
 import generate
 import train
 from conftest import render_shape_images
@@ -30,20 +31,19 @@ def test_official_checkpoint_mismatch_is_reported(tmp_path):
     for name in os.listdir(os.path.join(source, 'best-training-checkpoints')):
         os.symlink(os.path.join(source, 'best-training-checkpoints', name),
                    folder / 'best-training-checkpoints' / name)
-    import json
     with open(os.path.join(source, 'config.json')) as f:
-        official = json.load(f)
-    official['g_mlp'] = [64, 64, 32]
-    (folder / 'config.json').write_text(json.dumps(official))
+        official_config = json.load(f)
+    official_config['g_mlp'] = [64, 64, 32]
+    (folder / 'config.json').write_text(json.dumps(official_config))
     with pytest.raises(config.UserError, match='shape-mismatched.*block_32/mlp'):
-        checkpoints.load_official_checkpoint(folder)
+        official.load_official_checkpoint(folder)
     with pytest.raises(config.UserError, match='neither a model folder nor a checkpoint'):
-        checkpoints.load_official_checkpoint(tmp_path / 'nothing')
+        official.load_official_checkpoint(tmp_path / 'nothing')
 
 
 def test_checkpoint_prefix_is_accepted():
     prefix = os.path.join(FIXTURES, 'tiny32', 'best-training-checkpoints', 'ckpt-16')
-    loaded = checkpoints.load_official_checkpoint(prefix)
+    loaded = official.load_official_checkpoint(prefix)
     assert loaded['config'].img_size == 32 and loaded['n_images'] == 16
 
 
@@ -71,13 +71,16 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
         stored = json.load(f)
     del stored['nan_retries']  # as if the key had been added to config.py after the run
     checkpoints.write_json_atomic(os.path.join(run, 'config.json'), stored)
+    # Keys added since the fixture was written (r1_interval, the guard's, ...) and nan_retries.
+    added = [key for key in config.config if key not in stored]
+    assert 'nan_retries' in added and 'r1_interval' in added
     assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
                        '--fid_inter', '0']) == 0
     out = capsys.readouterr().out
     notices = [line for line in out.splitlines() if line.startswith('notice: ')]
     assert notices == [
-        f'notice: {run}/config.json predates the config key nan_retries: using the default '
-        'nan_retries=0',
+        f'notice: {run}/config.json predates the config keys {", ".join(added)}: using the '
+        'defaults ' + ', '.join(f'{key}={config.config[key]!r}' for key in added),
         f'notice: {run} has no run.json (it predates recorded data and options): training on '
         f'--file_pattern {data} with the options given or their defaults; they are recorded '
         'from now on'], out
@@ -137,12 +140,12 @@ def fake_hub(monkeypatch, hf_hub_download):
     monkeypatch.setitem(sys.modules, 'huggingface_hub', hub)
     monkeypatch.setitem(sys.modules, 'huggingface_hub.constants', hub.constants)
     monkeypatch.setitem(sys.modules, 'huggingface_hub.errors', hub.errors)
-    monkeypatch.setattr(checkpoints, '_check_hub_reachable', lambda endpoint: None)
+    monkeypatch.setattr(official, '_check_hub_reachable', lambda endpoint: None)
 
 
 def test_download_unknown_name(tmp_path):
     with pytest.raises(config.UserError) as error:
-        checkpoints.download_official_checkpoint('cifar100', dest_dir=tmp_path / 'dl')
+        official.download_official_checkpoint('cifar100', dest_dir=tmp_path / 'dl')
     assert 'cifar10, celeba_64, ffhq_128, bedroom_128' in str(error.value)
     assert not (tmp_path / 'dl').exists()
 
@@ -154,7 +157,7 @@ def test_download_without_network_is_one_clear_sentence(monkeypatch, tmp_path):
 
     fake_hub(monkeypatch, offline)
     with pytest.raises(config.UserError) as error:
-        checkpoints.download_official_checkpoint('ffhq_128', dest_dir=tmp_path / 'dl')
+        official.download_official_checkpoint('ffhq_128', dest_dir=tmp_path / 'dl')
     message = str(error.value)
     assert 'ffhq_128' in message and 'failed' in message and 'already-downloaded' in message
     assert '\n' not in message and message.count('. ') == 0
@@ -164,12 +167,12 @@ def test_download_without_network_is_one_clear_sentence(monkeypatch, tmp_path):
 def test_download_without_huggingface_hub(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, 'huggingface_hub', None)  # import fails
     with pytest.raises(config.UserError, match='install huggingface_hub'):
-        checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+        official.download_official_checkpoint('cifar10', dest_dir=tmp_path)
 
 
 def test_download_writes_the_official_layout(monkeypatch, tmp_path):
     """Files land in <dest>/<name>/ as on the Hub, and load_run_generator reads the folder."""
-    steps = checkpoints.OFFICIAL_CHECKPOINT_STEPS['cifar10']
+    steps = official.OFFICIAL_CHECKPOINT_STEPS['cifar10']
     fixture_prefix = os.path.join(OFFICIAL_TINY32, 'best-training-checkpoints', 'ckpt-16')
     requested = []
 
@@ -188,7 +191,7 @@ def test_download_writes_the_official_layout(monkeypatch, tmp_path):
         return target
 
     fake_hub(monkeypatch, from_fixture)
-    folder = checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path)
+    folder = official.download_official_checkpoint('cifar10', dest_dir=tmp_path)
     assert folder == os.path.join(str(tmp_path), 'cifar10')
     assert requested == [('milmor/LadaGAN', f'cifar10/{name}') for name in (
         'config.json', 'best-training-checkpoints/checkpoint',
@@ -198,7 +201,7 @@ def test_download_writes_the_official_layout(monkeypatch, tmp_path):
     conf, generator = checkpoints.load_run_generator(folder)
     assert conf.img_size == 32
     # A complete folder is reused without asking the Hub again.
-    assert checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path) == folder
+    assert official.download_official_checkpoint('cifar10', dest_dir=tmp_path) == folder
     assert len(requested) == 4
 
 
@@ -213,6 +216,6 @@ def test_real_client_fails_fast_without_network(monkeypatch, tmp_path):
     assert huggingface_hub is not None
     started = time.perf_counter()
     with pytest.raises(config.UserError, match='failed'):
-        checkpoints.download_official_checkpoint('cifar10', dest_dir=tmp_path / 'dl')
+        official.download_official_checkpoint('cifar10', dest_dir=tmp_path / 'dl')
     assert time.perf_counter() - started < 15
     assert not (tmp_path / 'dl').exists()

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import checkpoints
 import config
 import gan
 import model
+import official
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'official')
 
@@ -16,7 +16,7 @@ FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 
 @pytest.mark.parametrize('jit', [True, False], ids=['xla', 'no_xla'])  # GPU and CPU defaults
 @pytest.mark.parametrize('name', ['tiny32', 'tiny64'])
 def test_one_step_matches_the_official_step(name, jit):
-    loaded = checkpoints.load_official_checkpoint(os.path.join(FIXTURES, name))
+    loaded = official.load_official_checkpoint(os.path.join(FIXTURES, name))
     expected = np.load(os.path.join(FIXTURES, name, 'expected.npz'))
     no_xla = np.load(os.path.join(FIXTURES, '..', 'official_noxla', 'step_noxla.npz'))
     conf = loaded['config'].replace(policy='', bcr=False, batch_size=4, jit=jit)
@@ -127,3 +127,47 @@ def test_given_noise_makes_the_step_reproducible():
     assert results[0] == results[1]
 
 
+
+
+# ---------------------------------------------------------------- lazy R1 (r1_interval)
+
+@pytest.mark.parametrize('jit', [True, False], ids=['xla', 'no_xla'])
+def test_lazy_r1_takes_the_penalty_on_one_update_in_k_weighted_by_k(jit):
+    ladagan = _tiny_gan(jit=jit, policy='', r1_interval=4)
+    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=2)
+    penalties = []
+    for step in range(1, 9):
+        # The penalty the update would add at weight gp_weight, from D as it is before it.
+        expected = float(ladagan.r1_penalty(real)[1])
+        metrics = ladagan.train_step(real)
+        penalties.append((float(metrics['gp']), expected))
+        np.testing.assert_allclose(metrics['d_total'], metrics['d_loss'] + metrics['gp'],
+                                   rtol=1e-5)
+    taken = [step for step, (gp, _) in enumerate(penalties, 1) if gp != 0]
+    assert taken == [4, 8]  # the last update of each group of 4
+    for step in taken:
+        gp, expected = penalties[step - 1]
+        np.testing.assert_allclose(gp, 4 * expected, rtol=1e-4)
+    assert int(ladagan.d_updates) == 8
+
+
+def test_lazy_r1_phase_is_checkpointed(tmp_path):
+    ladagan = _tiny_gan(jit=False, policy='', r1_interval=4)
+    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=3)
+    for _ in range(3):
+        ladagan.train_step(real)
+    prefix = ladagan.checkpoint().write(str(tmp_path / 'ckpt'))
+    resumed = _tiny_gan(jit=False, policy='', r1_interval=4)
+    resumed.checkpoint().read(prefix).assert_existing_objects_matched()
+    assert int(resumed.d_updates) == 3
+    assert float(resumed.train_step(real)['gp']) > 0  # the 4th update takes R1, as it would have
+
+
+def test_r1_interval_one_is_the_every_step_penalty():
+    # The default keeps the official step (test_one_step_matches_the_official_step): R1 at
+    # gp_weight on every update, no conditional in the graph.
+    ladagan = _tiny_gan(jit=False, policy='')
+    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=4)
+    for _ in range(2):
+        expected = float(ladagan.r1_penalty(real)[1])
+        np.testing.assert_allclose(ladagan.train_step(real)['gp'], expected, rtol=1e-4)

@@ -1,12 +1,8 @@
-"""generate.py (seeds, grid, interpolation GIF, attention maps, errors) and
-checkpoints.download_official_checkpoint (without network: the hub client is faked)."""
+"""generate.py: seeds, grids, interpolation GIFs, attention maps and its errors."""
 
 import os
-import shutil
 import subprocess
 import sys
-import time
-import types
 
 import numpy as np
 import pytest
@@ -18,6 +14,7 @@ import data
 import gan
 import generate
 import model
+import official
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_TINY32 = os.path.join(REPO_ROOT, 'tests', 'fixtures', 'official', 'tiny32')
@@ -107,8 +104,12 @@ def test_same_seed_same_pixels_across_runs_and_batches(model, our_run, tmp_path)
 
 
 def test_images_use_the_training_quantisation(tmp_path):
+    import tensorflow as tf
     conf, generator = checkpoints.load_run_generator(OFFICIAL_TINY32)
-    images, _ = generator(generate.seed_noise([2], conf.noise_dim), training=False)
+    # The generator as one graph, as generate.py runs it (eager calls round differently in the
+    # last bit, which can move one pixel across a quantisation step).
+    graph = tf.function(lambda noise: generator(noise, training=False)[0], autograph=False)
+    images = graph(tf.constant(generate.seed_noise([2], conf.noise_dim)))
     run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--seeds', '2')
     np.testing.assert_array_equal(read_png(tmp_path / 'seed0002.png'),
                                   data.to_uint8(images.numpy())[0])
@@ -165,11 +166,11 @@ def test_attention_maps_one_png_per_stage(our_run, tmp_path):
 def test_pretrained_downloads_into_the_cache_dir(monkeypatch, tmp_path):
     calls = []
 
-    def fake_download(name, dest_dir='.', repo_id=checkpoints.OFFICIAL_HUB_REPO):
+    def fake_download(name, dest_dir='.', repo_id=official.OFFICIAL_HUB_REPO):
         calls.append((name, dest_dir))
         return OFFICIAL_TINY32
 
-    monkeypatch.setattr(checkpoints, 'download_official_checkpoint', fake_download)
+    monkeypatch.setattr(official, 'download_official_checkpoint', fake_download)
     run_generate('--pretrained', 'cifar10', '--cache_dir', tmp_path / 'cache',
                  '--outdir', tmp_path / 'out', '--seeds', '0')
     assert calls == [('cifar10', str(tmp_path / 'cache'))]
@@ -224,3 +225,87 @@ def test_bad_seeds_from_the_command_line(tmp_path):
     assert not (tmp_path / 'out').exists()
 
 
+
+
+# ---------------------------------------------------------------- memorisation check
+
+def test_nearest_finds_a_training_image_planted_among_the_generated(our_run, tmp_path, capsys):
+    import argparse
+    from conftest import render_shape_images
+    train_dir = render_shape_images(str(tmp_path / 'train'), 12, size=32)
+    files = data.list_image_files(train_dir)
+    conf, generator = checkpoints.load_run_generator(our_run)
+    images = data.to_uint8(generator(generate.seed_noise([0, 1, 2], conf.noise_dim))[0].numpy())
+    planted = data.decode_image(files[5], 32)  # decoded as training decodes it
+    images[1] = planted
+    args = argparse.Namespace(nearest=3, train_images=train_dir)
+    assert generate.write_nearest(args, [0, 1, 2], images, conf, our_run,
+                                  str(tmp_path)) == 'nearest.png'
+    out = capsys.readouterr().out
+    assert f'Smallest distance to a training image: 0.000 (seed 1 and {files[5]};' in out
+    with Image.open(tmp_path / 'nearest.png') as picture:
+        assert picture.size[0] > 300 and picture.size[1] > 200
+
+
+def test_nearest_from_the_command_line(our_run, tmp_path, capsys):
+    from conftest import render_shape_images
+    train_dir = render_shape_images(str(tmp_path / 'train'), 10, size=32)
+    run_generate('--model_dir', our_run, '--seeds', '0-3', '--nearest', '2', '--train_images',
+                 train_dir, '--outdir', tmp_path / 'out')
+    out = capsys.readouterr().out
+    distance = float(out.split('Smallest distance to a training image: ')[1].split()[0])
+    assert distance > 1  # an untrained generator copies nothing
+    assert (tmp_path / 'out' / 'nearest.png').is_file()
+    # A folder that records no training images (no run.json) needs --train_images.
+    assert generate.main(['--model_dir', our_run, '--seeds', '0', '--nearest', '2',
+                          '--outdir', str(tmp_path / 'out2')]) == 2
+    assert 'pass them with --train_images PATH' in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- export
+
+_LOAD_EXPORTED = '''
+import sys
+import numpy as np
+import tensorflow as tf
+assert not any(name in sys.modules for name in ('gan', 'model', 'ladaformer', 'config'))
+generator = tf.saved_model.load(sys.argv[1])
+noise = np.stack([np.random.RandomState(seed).randn({noise_dim}) for seed in range(4)])
+images = generator.signatures['serving_default'](noise=tf.constant(noise, tf.float32))['images']
+np.save(sys.argv[2], images.numpy())
+import onnxruntime
+session = onnxruntime.InferenceSession(sys.argv[1] + '/generator.onnx')
+np.save(sys.argv[3], session.run(['images'], {{'noise': noise.astype(np.float32)}})[0])
+'''
+
+
+def test_export_reloads_without_the_project_and_gives_the_same_images(tmp_path):
+    export_dir = tmp_path / 'exported'
+    run_generate('--model_dir', OFFICIAL_TINY32, '--export', export_dir)
+    assert sorted(os.listdir(export_dir)) == ['README.md', 'assets', 'config.json',
+                                              'fingerprint.pb', 'generator.onnx',
+                                              'saved_model.pb', 'variables']
+    assert "tf.saved_model.load(" in (export_dir / 'README.md').read_text()
+    run_generate('--model_dir', OFFICIAL_TINY32, '--seeds', '0-3', '--outdir', tmp_path / 'png')
+    # A fresh process, isolated (-I: no PYTHONPATH, not the project's folder on sys.path).
+    script = tmp_path / 'load.py'
+    script.write_text(_LOAD_EXPORTED.format(noise_dim=128))
+    result = subprocess.run([sys.executable, '-I', str(script), str(export_dir),
+                             str(tmp_path / 'saved.npy'), str(tmp_path / 'onnx.npy')],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    assert result.returncode == 0, result.stderr[-3000:]
+    saved = np.load(tmp_path / 'saved.npy')
+    assert saved.dtype == np.uint8 and saved.shape == (4, 32, 32, 3)
+    pngs = np.stack([read_png(tmp_path / 'png' / f'seed{seed:04d}.png') for seed in range(4)])
+    np.testing.assert_array_equal(saved, pngs)  # bit for bit
+    onnx = np.load(tmp_path / 'onnx.npy')
+    assert onnx.dtype == np.uint8 and np.abs(onnx.astype(int) - pngs).max() <= 1  # 1/255
+
+
+def test_export_refuses_a_folder_that_holds_files(tmp_path, capsys):
+    (tmp_path / 'busy').mkdir()
+    (tmp_path / 'busy' / 'keep.txt').write_text('mine')
+    assert generate.main(['--model_dir', OFFICIAL_TINY32, '--export', str(tmp_path / 'busy')]) == 2
+    assert 'already exists and is not empty' in capsys.readouterr().err
+    assert os.listdir(tmp_path / 'busy') == ['keep.txt']

@@ -8,11 +8,11 @@ import tensorflow as tf
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import checkpoints  # noqa: E402
 import config  # noqa: E402
 import data  # noqa: E402
 import gan  # noqa: E402
 import model  # noqa: E402
+import official as official_lib  # noqa: E402
 
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'official')
 
@@ -29,7 +29,7 @@ PARAM_COUNTS = {
 
 @pytest.fixture(scope='module', params=['tiny32', 'tiny64'])
 def official(request):
-    loaded = checkpoints.load_official_checkpoint(os.path.join(FIXTURES, request.param))
+    loaded = official_lib.load_official_checkpoint(os.path.join(FIXTURES, request.param))
     expected = dict(np.load(os.path.join(FIXTURES, request.param, 'expected.npz')))
     return loaded, expected
 

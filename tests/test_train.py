@@ -52,8 +52,12 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     out = capsys.readouterr().out
     assert 'Resumed from' in out and 'Train dataset: 256 images' in out
     with open(os.path.join(run, 'metrics.jsonl')) as f:
-        seen = [json.loads(line)['n_images'] for line in f]
+        records = [json.loads(line) for line in f]
+    seen = [record['n_images'] for record in records]
     assert seen == sorted(seen) and seen[-1] == 500 * 16 and 250 * 16 in seen
+    # Training time (steps only) adds up across the resume, from its checkpoint.
+    seconds = [record['train_seconds'] for record in records]
+    assert all(0 < a < b for a, b in zip(seconds, seconds[1:])), seconds
     conf, ema_generator = checkpoints.load_run_generator(run, ckpt='latest')
     colour, image = distances_to_real(ema_generator)
     # Global colour (white backgrounds, yellow faces) is learned first and most reliably.

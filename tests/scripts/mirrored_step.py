@@ -18,12 +18,13 @@ import model  # noqa: E402
 import gan  # noqa: E402
 
 
-def one_step(strategy, conf, weights, real, d_noise, g_noise):
+def one_step(strategy, conf, weights, real, d_noise, g_noise, d_updates=0):
     with strategy.scope():
         generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
     for variable, value in zip(generator.weights + discriminator.weights, weights):
         variable.assign(value)
     ladagan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
+    ladagan.d_updates.assign(d_updates)  # with lazy R1, the update that takes the penalty
     metrics = {k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()}
     variables = generator.weights + discriminator.weights + ladagan.ema_generator.weights
     after = {v.path: v.numpy() for v in variables}
@@ -37,18 +38,21 @@ def before_batch_norm(path):
 def main():
     tf.keras.utils.set_random_seed(0)
     precision = sys.argv[1] if len(sys.argv) > 1 else 'float32'
+    r1_interval = int(sys.argv[2]) if len(sys.argv) > 2 else 1
     # Enough BN work to matter: the test preset has batch norm in D's encoder and G's decoder.
     conf = config.make_config('tiny', img_size=64, d_enc_dim=[8, 16, 32], dec_dim=[16],
-                              batch_size=8, policy='', precision=precision)
+                              batch_size=8, policy='', precision=precision,
+                              r1_interval=r1_interval)
     rng = np.random.default_rng(0)
     real = rng.uniform(-1, 1, [8, 64, 64, 3]).astype(np.float32)
     d_noise, g_noise = rng.standard_normal([2, 8, conf.noise_dim]).astype(np.float32)
     reference = model.build_generator(conf), model.build_discriminator(conf)
     weights = [v.numpy() for v in reference[0].weights + reference[1].weights]
     single = one_step(tf.distribute.OneDeviceStrategy('/cpu:0'), conf, weights, real, d_noise,
-                      g_noise)
+                      g_noise, r1_interval - 1)
     mirrored_strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
-    mirrored = one_step(mirrored_strategy, conf, weights, real, d_noise, g_noise)
+    mirrored = one_step(mirrored_strategy, conf, weights, real, d_noise, g_noise,
+                        r1_interval - 1)
     diffs = {k: float(np.abs(single[1][k] - mirrored[1][k]).max()) for k in single[1]}
     elements = np.concatenate([np.abs(single[1][k] - mirrored[1][k]).ravel() for k in single[1]])
     print(json.dumps({
