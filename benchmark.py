@@ -58,6 +58,7 @@ def _write_png_set(folder, count, size, seed=0):
 def bench_fid(args):
     """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
     import scipy.linalg
+    import tensorflow as tf
 
     import fid
     import inception
@@ -85,6 +86,16 @@ def bench_fid(args):
         for _ in range(repeats):
             extractor(batch)
         rows.append(row('feature extraction (batch 50, 32 px -> 299)',
+                        repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+        # The same network with its batch norms as layers, not folded into the convolutions.
+        literal = inception.build_fid_inception(
+            inception.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
+        literal_fn = tf.function(lambda x: literal(extractor._preprocess(x), training=False))
+        literal_fn(tf.constant(batch))
+        start = time.perf_counter()
+        for _ in range(repeats):
+            literal_fn(tf.constant(batch)).numpy()
+        rows.append(row('feature extraction, batch norms not folded (batch 50)',
                         repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
 
         options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
@@ -310,18 +321,36 @@ def _our_step(conf):
     return lambda real: float(ladagan.train_step(real)['d_loss'])
 
 
+def _import_authors(code_dir):
+    """(Generator, Discriminator, LadaGAN, get_loss) of the authors' TensorFlow code, from
+    their checkout at `code_dir` (never copied here). Their modules share names with ours
+    (model, diffaug, fid, config): ours step out of sys.modules while theirs load, and come
+    back after, so both can run in one process."""
+    import importlib
+    names = ('model', 'diffaug', 'fid', 'utils', 'config', 'trainer')
+    ours = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    folder = os.path.join(code_dir, 'tensorflow')
+    sys.path.insert(0, folder)
+    try:
+        their_model = importlib.import_module('model')
+        return (their_model.Generator, their_model.Discriminator,
+                importlib.import_module('trainer').LadaGAN,
+                importlib.import_module('utils').get_loss)
+    finally:
+        sys.path.remove(folder)
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(ours)
+
+
 def _authors_step(conf, code_dir):
-    """The authors' train_step (their `tensorflow/` folder in a checkout of milmor/LadaGAN at
-    `code_dir`; Keras 2 code, so it runs under tf_keras) on the same config. Their step is
-    always XLA-compiled; without XLA, the same Python function is compiled without it."""
+    """The authors' train_step on the same config (Keras 2 code: TF_USE_LEGACY_KERAS=1 and
+    tf_keras installed). Their step is always XLA-compiled; without XLA, the same Python
+    function is compiled without it."""
     import types
 
     import tensorflow as tf
-    sys.path.insert(0, os.path.join(code_dir, 'tensorflow'))
-    from model import Discriminator, Generator  # theirs: no module of ours is loaded here
-    from trainer import LadaGAN
-    from utils import get_loss
-    official = types.SimpleNamespace(**conf.to_dict())
+    Generator, Discriminator, LadaGAN, get_loss = _import_authors(code_dir)
     generator = Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
                           mlp_dim=conf.g_mlp, dec_dim=conf.dec_dim)
     generator(tf.zeros([1, conf.noise_dim]))
@@ -329,7 +358,8 @@ def _authors_step(conf, code_dir):
                                   out_dim=conf.d_out_dim, heads=conf.d_heads,
                                   mlp_dim=conf.d_mlp, initializer=conf.d_initializer)
     discriminator(tf.zeros([1, conf.img_size, conf.img_size, 3]))
-    trainer = LadaGAN(generator=generator, discriminator=discriminator, conf=official)
+    trainer = LadaGAN(generator=generator, discriminator=discriminator,
+                      conf=types.SimpleNamespace(**conf.to_dict()))
     g_loss, d_loss = get_loss(conf.loss)
     trainer.build(g_optimizer=tf.keras.optimizers.Adam(conf.g_lr, conf.g_beta1, conf.g_beta2),
                   d_optimizer=tf.keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2),
@@ -342,6 +372,45 @@ def _authors_step(conf, code_dir):
         trainer.train_step(real)
         return float(trainer.train_metrics['d_loss'].result())
     return step
+
+
+@section('authors')
+def bench_authors(args):
+    """Training images/s of ours and of the authors' train_step (--authors_code) in one process,
+    alternating step by step: the machine's speed drifts by 10% over minutes, so steps timed
+    in separate runs cannot be compared to a few percent."""
+    import tensorflow as tf
+
+    import config
+    if not args.authors_code:
+        return [row('ours against the authors', float('nan'), '', 'needs --authors_code DIR')]
+    rows = []
+    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
+    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+        for jit in jit_modes:
+            conf = config.make_config(preset, batch_size=args.batch_size,
+                                      precision=args.precision, jit=jit)
+            real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
+            steps = {'ours': _our_step(conf)}
+            try:
+                steps['authors'] = _authors_step(conf, args.authors_code)
+                steps['authors'](real)  # compile outside the timing
+            except Exception as error:  # noqa: BLE001 - e.g. no XLA kernel for a gradient
+                steps.pop('authors')
+                rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, authors: train step',
+                                float('nan'), 'img/s', f'fails: {str(error).splitlines()[0][:120]}'))
+            steps['ours'](real)
+            times = {name: [] for name in steps}
+            for _ in range(args.steps):
+                for name, step in steps.items():
+                    start = time.perf_counter()
+                    step(real)
+                    times[name].append(time.perf_counter() - start)
+            for name, values in times.items():
+                rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, {name}: train step',
+                                conf.batch_size / float(np.median(values)), 'img/s',
+                                f'batch {conf.batch_size}, median of {args.steps}, alternating'))
+    return rows
 
 
 def _child(spec):
@@ -474,7 +543,7 @@ def parse_args(argv=None):
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
     parser.add_argument('--authors_code', default=None, metavar='DIR',
-                        help="memory section: also measure the authors' step, from a checkout of "
+                        help="authors and memory sections: the authors' step, from a checkout of "
                              'github.com/milmor/LadaGAN at DIR (needs pip install tf_keras)')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)  # memory's processes
     args = parser.parse_args(argv)
@@ -489,6 +558,8 @@ def main(argv=None):
     args = parse_args(argv)
     if args.child:
         return _child(args.child)
+    if args.authors_code and 'authors' in args.sections:
+        os.environ['TF_USE_LEGACY_KERAS'] = '1'  # before TensorFlow loads: tf.keras is Keras 2
     results = []
     for name in args.sections:
         print(f'== {name}', file=sys.stderr)

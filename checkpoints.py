@@ -34,7 +34,7 @@ RECORDED_PATHS = ('file_pattern', 'eval_dir')
 def write_atomic(path, text):
     """Write `text` to `path` whole or not at all: a kill mid-write leaves the old file."""
     temp_path = f'{path}.tmp'
-    with open(temp_path, 'w') as f:
+    with open(temp_path, 'w', encoding='utf-8') as f:
         f.write(text)
     os.replace(temp_path, path)
 

@@ -43,7 +43,7 @@ from inception import (BACKBONES, extract_file_features, extract_sample_features
                        get_feature_extractor)
 
 # Bump when anything that changes cached statistics changes.
-STATS_CACHE_VERSION = 2
+STATS_CACHE_VERSION = 3
 
 
 # ---------------------------------------------------------------------------
@@ -227,7 +227,8 @@ def reference_statistics(files, extractor, img_size=None, center_crop=False, bat
     statistics depend on: the files' names, sizes and modification times, the image size, the
     crop and the detector. So two runs on one dataset share one computation, and a changed file
     is a new key. Written atomically into `stats_dir` (default config.cache_dir('fid-stats'));
-    features are stored too when `need_features` (KID needs them)."""
+    with `need_features` (KID, PRDC, the memorisation check) the features are stored too, with
+    'files', the image file of each row (files that do not decode have none)."""
     description = {'version': STATS_CACHE_VERSION, 'detector': extractor.cache_tag,
                    'img_size': img_size, 'center_crop': bool(center_crop), 'n': len(files),
                    'files': data.dataset_fingerprint(files)}
@@ -242,14 +243,17 @@ def reference_statistics(files, extractor, img_size=None, center_crop=False, bat
             cached = {}
         if 'mu' in cached and (not need_features or 'features' in cached):
             return cached
-    features = extract_file_features(files, extractor, img_size, batch_size, progress=progress,
-                                     desc='Reference features', center_crop=center_crop)
+    features, kept = extract_file_features(files, extractor, img_size, batch_size,
+                                           progress=progress, desc='Reference features',
+                                           center_crop=center_crop, return_files=True)
     mu, sigma = activation_statistics(features)
+    extra = {'files': np.array(kept, dtype=str)} if need_features else {}
     save_statistics(path, mu, sigma, features if need_features else None,
-                    detector=extractor.cache_tag, img_size=img_size or 0, n_images=len(features))
+                    detector=extractor.cache_tag, img_size=img_size or 0, n_images=len(features),
+                    **extra)
     statistics = {'mu': mu, 'sigma': sigma}
     if need_features:
-        statistics['features'] = features
+        statistics.update(features=features, files=extra['files'])
     return statistics
 
 
@@ -504,7 +508,7 @@ def run_cli(argv=None):
     first = _source_statistics(args.paths[0], args, extractor, need_features, cached=True)
     if args.save_stats:
         save_statistics(args.save_stats, first['mu'], first['sigma'],
-                        first.get('features') if args.kid else None, backbone=args.backbone)
+                        first.get('features') if need_features else None, backbone=args.backbone)
         print(f'Saved statistics of {args.paths[0]} to {args.save_stats}')
     if len(args.paths) == 2:
         second = _source_statistics(args.paths[1], args, extractor, need_features,

@@ -5,6 +5,7 @@ or bCR), then one generator update with fresh noise, then the EMA of the generat
 official trainer does. The losses, R1, bCR, the EMA and float16 loss scaling live here; the
 augmentations are in diffaug.py, the networks in model.py.
 """
+
 import keras
 import tensorflow as tf
 
@@ -103,34 +104,9 @@ def use_xla(jit):
     return bool(tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU'))
 
 
-# `train.py --fast`: what the time-to-FID experiment (README, "Faster training") showed to
-# reach the official recipe's FID sooner. Not the official recipe: the presets do not use it.
-FAST_R1_INTERVAL = 16
-
-
-def fast_precision():
-    """'mixed_bfloat16' where the hardware computes in bfloat16 natively (a TPU, a GPU of
-    compute capability 8.0 or newer, a CPU with AVX512_BF16 or AMX), else 'float32': elsewhere
-    bfloat16 is emulated and slower."""
-    if tf.config.list_logical_devices('TPU'):
-        return 'mixed_bfloat16'
-    gpus = tf.config.list_physical_devices('GPU')
-    if gpus:
-        capabilities = [tf.config.experimental.get_device_details(gpu).get(
-            'compute_capability', (0, 0)) for gpu in gpus]
-        return 'mixed_bfloat16' if min(capabilities) >= (8, 0) else 'float32'
-    try:
-        with open('/proc/cpuinfo') as f:
-            flags = next((line.split(':', 1)[1].split() for line in f
-                          if line.startswith('flags')), [])
-    except OSError:
-        flags = []
-    return 'mixed_bfloat16' if {'avx512_bf16', 'amx_bf16'} & set(flags) else 'float32'
-
-
-def fast_settings():
-    """The config overrides of `train.py --fast`: lazy R1 and, where it is native, bfloat16."""
-    return {'r1_interval': FAST_R1_INTERVAL, 'precision': fast_precision()}
+# `train.py --fast`: what the time-to-FID experiment showed to reach the official recipe's FID
+# sooner (README, "Faster training"). Not the official recipe: the presets do not use it.
+FAST_SETTINGS = {'r1_interval': 16}
 
 
 class LadaGAN(tf.Module):
@@ -187,6 +163,7 @@ class LadaGAN(tf.Module):
         self.n_images = tf.Variable(0, dtype=tf.int64, trainable=False, name='n_images')
         # D updates so far: lazy R1 (r1_interval) takes the penalty on every k-th one.
         self.d_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='d_updates')
+        self.host_d_updates = None  # d_updates as the host knows it (r1_due); None: read it
 
     # ------------------------------------------------------------------ pieces of the step
     def augment(self, images):
@@ -218,10 +195,16 @@ class LadaGAN(tf.Module):
     def r1_due(self):
         """Whether the next D update takes R1: with r1_interval k, the last of every k updates
         (StyleGAN2's lazy regularisation, weighted by k). Decided here, outside the compiled
-        step, because XLA cannot differentiate through a conditional; with k > 1 this reads the
-        checkpointed update counter, so a restored run keeps its phase."""
+        step, because XLA cannot differentiate through a conditional, from a host-side copy of
+        the checkpointed counter d_updates (reading the variable every step would wait for the
+        previous step on a GPU); restore_checkpoint() makes it read the counter again."""
         interval = self.conf.r1_interval
-        return interval == 1 or (int(self.d_updates.numpy()) + 1) % interval == 0
+        if interval == 1:
+            return True
+        if self.host_d_updates is None:
+            self.host_d_updates = int(self.d_updates.numpy())
+        self.host_d_updates += 1
+        return self.host_d_updates % interval == 0
 
     def _draw_noise(self, noise, batch_size):
         if noise is not None:
@@ -351,10 +334,11 @@ class LadaGAN(tf.Module):
         return tf.train.Checkpoint(**self.checkpoint_objects(**extra))
 
 
-def restore_checkpoint(objects, prefix):
-    """Restore {name: object} from the checkpoint `prefix`. Every value in the checkpoint must
-    find its object; an object the checkpoint lacks (state added to the code after an older
-    run wrote it, e.g. d_updates) keeps its initial value."""
+def restore_checkpoint(ladagan, objects, prefix):
+    """Restore {name: object} (ladagan.checkpoint_objects(...)) from the checkpoint `prefix`.
+    Every value in the checkpoint must find its object; an object the checkpoint lacks (state
+    added to the code after an older run wrote it, e.g. d_updates) keeps its initial value."""
     stored = {name.split('/')[0] for name, _ in tf.train.list_variables(prefix)}
     present = {name: obj for name, obj in objects.items() if name in stored}
     tf.train.Checkpoint(**present).restore(prefix).assert_existing_objects_matched()
+    ladagan.host_d_updates = None  # counters changed under the host's copy

@@ -1,5 +1,5 @@
-"""Generate images with a trained LadaGAN: one PNG per seed, a grid, an interpolation GIF and
-the attention maps of every generator stage and head.
+"""Generate images with a trained LadaGAN: one PNG per seed, a grid, an interpolation GIF, the
+attention maps of every generator stage and head, a memorisation check, and an exported model.
 
 Each seed is its own image: its noise is np.random.RandomState(seed).randn(noise_dim), so a seed
 gives the same picture on every run and in any batch. The EMA generator of the best-FID
@@ -23,6 +23,12 @@ of ours or an official model folder (config.json + best-training-checkpoints/).
 
     # an already-downloaded official folder, raw (non-EMA) generator, latest checkpoint
     python generate.py --model_dir ffhq_128 --outdir out/ffhq_raw --seeds 0-3,10,20-22 --no_ema --ckpt latest
+
+    # memorisation check: each image beside its 5 nearest training images (runs/demo/generated/nearest.png)
+    python generate.py --model_dir runs/demo --seeds 0-15 --nearest 5
+
+    # the generator as a SavedModel (noise -> uint8 images) and, with tf2onnx, ONNX
+    python generate.py --model_dir runs/demo --export exported/demo
 """
 import argparse
 import os
@@ -195,24 +201,35 @@ def training_images(args, conf, model_dir):
                                  or openmoji.openmoji_dataset(conf.img_size))
 
 
+NEAREST_ROWS = 32  # rows of nearest.png at most: the generated images closest to a training one
+
+
 def write_nearest(args, seeds, images, conf, model_dir, outdir):
     """The memorisation check: each generated image beside its --nearest nearest training images
-    in Inception feature space (the FID network), as nearest.png; prints the closest pair."""
+    in Inception feature space (the FID network), as nearest.png; prints the closest pair. With
+    more than NEAREST_ROWS images, the picture shows those closest to the training set."""
     files = training_images(args, conf, model_dir)
     extractor = inception.get_feature_extractor('standard')
     # Features of every training image, decoded as training decodes them: cached once.
     train = fid.reference_statistics(files, extractor, conf.img_size, conf.center_crop,
-                                     need_features=True)['features']
-    indices, distances = knn_metrics.nearest_neighbours(extractor(images), train, args.nearest)
-    neighbours = np.stack([np.stack([data.decode_image(files[index], conf.img_size,
-                                                       conf.center_crop) for index in row])
-                           for row in indices])  # (Q, k, S, S, 3)
-    plots.save_nearest_neighbours(images, neighbours, distances,
+                                     need_features=True)
+    generated = np.concatenate([extractor(images[start:start + conf.fid_batch_size])
+                                for start in range(0, len(images), conf.fid_batch_size)])
+    indices, distances = knn_metrics.nearest_neighbours(generated, train['features'],
+                                                        args.nearest)
+    rows = np.arange(len(images))
+    if len(rows) > NEAREST_ROWS:
+        rows = np.sort(np.argsort(distances[:, 0], kind='stable')[:NEAREST_ROWS])
+    neighbours = np.stack([np.stack([data.decode_image(train['files'][index], conf.img_size,
+                                                       conf.center_crop)
+                                     for index in indices[row]]) for row in rows])
+    plots.save_nearest_neighbours(images[rows], neighbours, distances[rows],
                                   os.path.join(outdir, 'nearest.png'),
-                                  labels=[f'seed {seed}' for seed in seeds])
-    closest = np.unravel_index(np.argmin(distances[:, 0]), distances[:, :1].shape)[0]
+                                  labels=[f'seed {seeds[row]}' for row in rows])
+    closest = int(np.argmin(distances[:, 0]))
     print(f'Smallest distance to a training image: {distances[closest, 0]:.3f} (seed '
-          f'{seeds[closest]} and {files[indices[closest, 0]]}; {len(files):,} training images)')
+          f'{seeds[closest]} and {train["files"][indices[closest, 0]]}; {len(train["files"]):,} '
+          'training images)')
     return 'nearest.png'
 
 
@@ -308,9 +325,10 @@ def resolve_seeds(args):
         raise UserError('--grid and --grid_only both choose the grid: give only one')
     if args.nearest is not None and args.nearest < 1:
         raise UserError(f'--nearest {args.nearest} is not allowed: it must be a positive integer')
-    if args.export and os.path.exists(args.export) and os.listdir(args.export):
-        raise UserError(f'--export {args.export} already exists and is not empty: give a new '
-                        'folder')
+    if args.export and os.path.exists(args.export) and (not os.path.isdir(args.export)
+                                                        or os.listdir(args.export)):
+        raise UserError(f'--export {args.export} already exists and is not an empty folder: '
+                        'give a new folder')
     images_asked = (args.seeds, args.num, args.interpolate, args.nearest, args.outdir)
     if args.export and all(option is None for option in images_asked) and not (
             args.grid or args.grid_only or args.attn_maps):

@@ -75,26 +75,26 @@ class Guard:
         self.evaluations_since_best += 1
         diverging = fid > conf.fid_guard_factor * best_fid
         self.bad_evaluations = self.bad_evaluations + 1 if diverging else 0
-        if conf.fid_guard != 'off' and self.bad_evaluations >= conf.fid_guard_patience:
-            what = (f'FID {fid:.2f} at {where} is worse than {conf.fid_guard_factor:g} x the '
-                    f'best FID {best_fid:.2f}, {self.bad_evaluations} evaluation(s) in a row')
-            if conf.fid_guard == 'warn':
-                return Event('warn', f'{what}: the run may be diverging (fid_guard=warn: '
-                                     'training goes on)')
-            if conf.fid_guard == 'rollback' and self.fid_rollbacks < conf.fid_guard_retries:
-                self.fid_rollbacks += 1
-                self.bad_evaluations = 0
-                return Event('restore', f'{what}: rolled back to the best checkpoint with the '
-                                        f'learning rates halved (rollback {self.fid_rollbacks} '
-                                        f'of at most {conf.fid_guard_retries})',
-                             checkpoint='best')
-            tried = (f' after {self.fid_rollbacks} rollback(s)' if self.fid_rollbacks else '')
-            return Event('stop', f'Training diverged: {what}{tried}; the best checkpoint is '
-                                 'kept; resume with lower g_lr and d_lr in a new --model_dir, '
-                                 'or with --set fid_guard=rollback.')
-        if conf.early_stop_patience and (
-                self.evaluations_since_best >= conf.early_stop_patience):
-            return Event('finish', f'Early stop: no better FID than {best_fid:.2f} in the '
-                                   f'{self.evaluations_since_best} evaluations up to {where} '
-                                   f'(early_stop_patience={conf.early_stop_patience})')
-        return Event('continue')
+        finish = (Event('finish', f'Early stop: no better FID than {best_fid:.2f} in the '
+                                  f'{self.evaluations_since_best} evaluations up to {where} '
+                                  f'(early_stop_patience={conf.early_stop_patience})')
+                  if conf.early_stop_patience
+                  and self.evaluations_since_best >= conf.early_stop_patience else None)
+        if conf.fid_guard == 'off' or self.bad_evaluations < conf.fid_guard_patience:
+            return finish or Event('continue')
+        what = (f'FID {fid:.2f} at {where} is worse than {conf.fid_guard_factor:g} x the best '
+                f'FID {best_fid:.2f}, {self.bad_evaluations} evaluation(s) in a row')
+        if conf.fid_guard == 'warn':  # only a warning: early stopping still ends the run
+            warning = f'{what}: the run may be diverging (fid_guard=warn: training goes on)'
+            return (Event('finish', f'{warning}. {finish.message}') if finish
+                    else Event('warn', warning))
+        if conf.fid_guard == 'rollback' and self.fid_rollbacks < conf.fid_guard_retries:
+            self.fid_rollbacks += 1
+            self.bad_evaluations = self.evaluations_since_best = 0  # back at the best
+            return Event('restore', f'{what}: rolled back to the best checkpoint with the '
+                                    f'learning rates halved (rollback {self.fid_rollbacks} of '
+                                    f'at most {conf.fid_guard_retries})', checkpoint='best')
+        tried = (f' after {self.fid_rollbacks} rollback(s)' if self.fid_rollbacks else '')
+        return Event('stop', f'Training diverged: {what}{tried}; the best checkpoint is kept; '
+                             'resume with lower g_lr and d_lr in a new --model_dir, or with '
+                             '--set fid_guard=rollback.')

@@ -529,10 +529,11 @@ def _image_file_batches(paths, img_size, batch_size, center_crop, skipped):
 
 
 def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='Inception features',
-                          progress=True, center_crop=False):
+                          progress=True, center_crop=False, return_files=False):
     """(N, 2048) features of the image files that decode (each center-cropped if asked and
     resized to img_size first if given, as the training data); undecodable files are skipped
-    and counted in one SkippedImagesWarning. UserError when fewer than 2 decode."""
+    and counted in one SkippedImagesWarning. UserError when fewer than 2 decode. With
+    return_files, (features, the files row by row)."""
     features = np.empty((len(paths), FEATURE_DIM), dtype=np.float32)
     skipped = []
     with tqdm(total=len(paths), desc=desc, unit='img', disable=not progress) as bar:
@@ -548,6 +549,9 @@ def extract_file_features(paths, extractor, img_size=None, batch_size=50, desc='
                        + (f' (e.g. {skipped[0][0]!r}: {skipped[0][1]})' if skipped else '')
                        + '; FID needs at least 2.')
     data.warn_skipped(skipped, len(paths))
+    if return_files:
+        left_out = {path for path, _ in skipped}
+        return features[:kept], [path for path in paths if path not in left_out]
     return features[:kept]
 
 

@@ -93,7 +93,8 @@ def _duration(seconds):
 
 
 def _summary(model_dir, records):
-    fids = [(r['n_images'], r['fid'], r) for r in records if 'fid' in r]
+    fids = [(r['n_images'], r['fid'], r) for r in records
+            if 'fid' in r and r['fid'] == r['fid'] and abs(r['fid']) != float('inf')]
     latest = _checkpoint_images(os.path.join(model_dir, 'training-checkpoints'))
     seconds = max((r['train_seconds'] for r in records if 'train_seconds' in r), default=0)
     rows = [('images seen', f'{max([latest or 0] + [r["n_images"] for r in records]):,}'),
@@ -115,11 +116,11 @@ def write_report(model_dir):
     records, _ = checkpoints.read_metrics(model_dir)
     rows, fid_points = _summary(model_dir, records)
     samples = os.path.join(model_dir, 'samples')
-    grids = sorted(glob.glob(os.path.join(samples, 'grid_*.png')))
+    grids = sorted(glob.glob(os.path.join(glob.escape(samples), 'grid_*.png')))
     best = _checkpoint_images(os.path.join(model_dir, 'best-training-checkpoints'))
     best_grid = os.path.join(samples, f'grid_{best:010d}.png') if best else None
-    latest_maps = sorted(glob.glob(grids[-1].replace('grid_', 'attention_')[:-4] + '_stage*.png')
-                         ) if grids else []
+    latest_maps = sorted(glob.glob(os.path.join(glob.escape(samples), os.path.basename(
+        grids[-1]).replace('grid_', 'attention_')[:-4] + '_stage*.png'))) if grids else []
     events = checkpoints.read_events(model_dir)
     event_rows = ''.join(
         f'<tr class="{html.escape(e["action"])}"><td>{e["n_images"]:,}</td>'

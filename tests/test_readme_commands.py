@@ -214,6 +214,51 @@ def check_profile(result, ws):
     assert 'cifar10: kernel time' in result.stdout and 'ffhq_128: train step' in result.stdout
 
 
+def check_nearest(result, ws):
+    assert re.search(r'^Smallest distance to a training image: [\d.]+ \(seed \d+ and ', result.stdout,
+                     re.M), result.stdout
+    assert os.path.isfile(os.path.join(ws, 'runs', 'cifar10', 'generated', 'nearest.png'))
+
+
+def check_export(result, ws):
+    exported = os.path.join(ws, 'exported', 'cifar10')
+    for name in ('saved_model.pb', 'generator.onnx', 'README.md', 'config.json'):
+        assert os.path.isfile(os.path.join(exported, name)), name
+
+
+def check_fid_and_prdc(result, ws):
+    _fid_line(result.stdout)
+    for name in ('precision', 'recall', 'density', 'coverage'):
+        value = float(re.search(rf'^{name}: (\S+)$', result.stdout, re.M).group(1))
+        assert 0 <= value <= (np.inf if name == 'density' else 1)
+
+
+def check_report(result, ws):
+    path = os.path.join(ws, 'runs', 'cifar10', 'report.html')
+    assert result.stdout.strip() == f'Wrote {path}'
+    assert '<svg id="fid-curve"' in open(path).read()
+
+
+def check_fast_run(result, ws):
+    conf = _json(os.path.join(ws, 'runs', 'ffhq_fast', 'config.json'))
+    assert (conf['r1_interval'], conf['precision']) == (16, 'float32')
+
+
+def check_prdc_benchmark(result, ws):
+    rows = {row['metric']: row for row in _json(os.path.join(ws, 'prdc.json'))['results']}
+    assert rows['PRDC, 10,000 real x 10,000 fake']['value'] > 0
+
+
+def check_time_to_fid(result, ws):
+    out = os.path.join(ws, 'ttf')
+    assert os.path.getsize(os.path.join(out, 'time_to_fid.png')) > 10000
+    table = open(os.path.join(out, 'time_to_fid.md')).read()
+    assert '| `official` |' in table and '| `r1_every_4` |' in table
+    evaluations = _json(os.path.join(out, 'results.json'))
+    assert [run['mode'] for run in evaluations] == ['official', 'r1_every_4']
+    assert all(len(run['evaluations']) == 2 for run in evaluations)
+
+
 # ---------------------------------------------------------------- how each command runs
 
 @dataclasses.dataclass
@@ -270,6 +315,21 @@ COMMANDS = {
                                           replace={'NAME': 'cifar10'}),
     'python3 benchmark.py': Run('benchmark', check_benchmark,
                                 append='--quick --only attention --json bench.json'),
+    'python3 generate.py --model_dir runs/cifar10 --seeds 0-15 --nearest 5': Run(
+        'cifar10', check_nearest),
+    'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
+        'cifar10', check_export),
+    'python3 fid.py data/cifar10/train out/fid50k --prdc': Run('cifar10', check_fid_and_prdc),
+    # The demo's run folder: the cifar10 workspace's run stands in (a demo run takes minutes).
+    'python3 train.py --model_dir runs/demo --report': Run(
+        'cifar10', check_report, replace={'runs/demo': 'runs/cifar10'}),
+    'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --fast --model_dir '
+    'runs/ffhq_fast': Run('ffhq', check_fast_run, append=SHORT + ' --set batch_size=16'),
+    'python3 benchmark.py --only prdc': Run('benchmark', check_prdc_benchmark,
+                                            append='--quick --json prdc.json'),
+    'python3 experiments/time_to_fid.py': Run(
+        'time_to_fid', check_time_to_fid, append='--modes official,r1_every_4 --seeds 0 '
+        '--total_iter 2 --fid_inter 1 --n_fid 20 --out ttf'),
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', check_profile, replace={'DIR': 'profile'},
         append='--steps 1 --jit off --batch_size 2'),
@@ -318,8 +378,8 @@ class Workspaces:
                 self.run(earlier)
         text = command
         for placeholder, stand_in in spec.replace.items():
-            text = re.sub(rf'\b{placeholder}\b', stand_in, text)
-        text = re.sub(r'\bpython3 (\w+\.py)\b', lambda m: f'{sys.executable} '
+            text = re.sub(rf'\b{re.escape(placeholder)}\b', stand_in, text)
+        text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
                       + os.path.join(ROOT, m.group(1)), text)
         text = f'{text} {spec.append}'.strip()
         env = dict(os.environ, HOME=self.home, TF_CPP_MIN_LOG_LEVEL='3',
@@ -357,8 +417,8 @@ def test_every_readme_command_is_run():
     assert not stale, f'COMMANDS entries the README no longer shows: {stale}'
 
 
-@pytest.mark.parametrize('command', [command for command, spec in COMMANDS.items()
-                                     if spec != CI])
+@pytest.mark.parametrize('command', [command for command in readme_commands()  # in README order
+                                     if isinstance(COMMANDS.get(command), Run)])
 def test_readme_command(command, workspaces):
     result = workspaces.run(command)
     assert result.returncode == 0, (result.args, result.stdout[-3000:], result.stderr[-3000:])

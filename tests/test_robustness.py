@@ -472,3 +472,34 @@ def test_checkpoint_holds_every_weight(tmp_path):
     stored = [key for key in tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
               if key.endswith('/.ATTRIBUTES/VARIABLE_VALUE')]
     assert len(stored) == sum(len(net.weights) for net in nets.values())
+
+
+def test_a_kill_during_an_evaluation_loses_no_training(tmp_path, dataset):
+    """The latest checkpoint is written before FID is evaluated; a SIGKILL in the middle of the
+    evaluation leaves it, and the same command resumes from it and evaluates again."""
+    run = str(tmp_path / 'run')
+    ckpt_dir = os.path.join(run, 'training-checkpoints')
+    # 400 generated images make each evaluation last long enough to be killed inside it.
+    command = [sys.executable, TRAIN] + TINY + [
+        '--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2', '--total_iter', '4',
+        '--set', 'n_fid_real=40', '--set', 'n_fid_gen=400']
+    process, log = _start(command, tmp_path / 'log1.txt')
+    try:
+        _wait_for(lambda: _latest(ckpt_dir)[1] == 2 * BATCH, process, 300,
+                  'the checkpoint before the first evaluation')
+        _wait_for(lambda: 'FID generated features' in _read(tmp_path / 'log1.txt'), process,
+                  120, 'the evaluation to start')
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    finally:
+        log.close()
+    assert not [record for record in _metrics(run) if 'fid' in record]  # killed mid-evaluation
+    result = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'Resumed from {ckpt_dir}/ckpt-{2 * BATCH}: {2 * BATCH} images seen' in result.stdout
+    assert (f'The evaluation at {2 * BATCH} images did not finish before the run stopped: '
+            'evaluating again') in result.stdout
+    assert [record['n_images'] for record in _metrics(run) if 'fid' in record] == [2 * BATCH,
+                                                                                 4 * BATCH]
+    assert [record['n_images'] for record in _metrics(run) if 'd_loss' in record] == [
+        BATCH, 2 * BATCH, 3 * BATCH, 4 * BATCH]  # the two steps before the kill were kept

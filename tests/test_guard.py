@@ -1,0 +1,183 @@
+"""guard.py decides; train.py carries it out. The decisions on sequences of FIDs and NaNs here;
+real runs whose FID worsens (a diverging learning rate, real FID) below."""
+import json
+import os
+
+import pytest
+
+import config
+import guard
+import train
+from conftest import render_shape_images
+
+
+def _decisions(fids, **overrides):
+    """The guard's actions, one per FID, for a run that evaluates `fids` in turn."""
+    checker = guard.Guard(config.make_config('tiny', **overrides))
+    best, actions = float('inf'), []
+    for step, fid in enumerate(fids, 1):
+        event = checker.after_evaluation(fid, best, f'step {step}')
+        actions.append(event.action if event.action != 'restore' else 'restore ' + event.checkpoint)
+        if event.action == 'restore':
+            continue  # a rollback returns to the best: its FID stays the one to beat
+        best = min(best, fid)
+    return actions
+
+
+def test_a_diverging_fid_only_warns_by_default():
+    # Best 100; 160 and 170 are worse than 1.5 x 100 twice in a row: the default only warns.
+    assert _decisions([100, 160, 170, 180, 90]) == [
+        'continue', 'continue', 'warn', 'warn', 'continue']
+
+
+def test_early_stopping_still_ends_a_run_that_the_guard_only_warns_about():
+    assert _decisions([100, 160, 170, 180], early_stop_patience=3) == [
+        'continue', 'continue', 'warn', 'finish']
+
+
+def test_noise_below_the_factor_or_once_only_does_not_count():
+    assert _decisions([100, 140, 149, 160, 120, 155], fid_guard='stop') == ['continue'] * 6
+
+
+@pytest.mark.parametrize('mode, expected', [
+    ('stop', ['continue', 'continue', 'stop']),
+    ('rollback', ['continue', 'continue', 'restore best', 'continue', 'restore best',
+                  'continue', 'stop']),
+    ('off', ['continue'] * 7),
+])
+def test_stop_or_roll_back_at_most_n_times(mode, expected):
+    assert _decisions([100, 200, 210, 220, 230, 240, 250][:len(expected)], fid_guard=mode,
+                      fid_guard_retries=2) == expected
+
+
+def test_early_stopping_finishes_after_patience_evaluations_without_a_new_best():
+    assert _decisions([100, 90, 95, 91, 92], early_stop_patience=3) == [
+        'continue', 'continue', 'continue', 'continue', 'finish']
+    assert _decisions([100, 90, 95, 89, 92], early_stop_patience=3) == ['continue'] * 5
+
+
+def test_nan_restores_share_the_learning_rate_halvings_with_rollbacks():
+    checker = guard.Guard(config.make_config('tiny', nan_retries=1, fid_guard='rollback'))
+    assert checker.after_non_finite('non-finite x', 'ckpt-16').action == 'restore'
+    assert checker.after_evaluation(100, float('inf'), 'step 2').action == 'continue'
+    for _ in range(2):
+        event = checker.after_evaluation(200, 100, 'step 3')
+    assert (event.action, event.checkpoint) == ('restore', 'best')
+    assert checker.lr_halvings == 2
+    stop = checker.after_non_finite('non-finite x', 'ckpt-32')
+    assert stop.action == 'stop' and 'after 1 restore(s)' in stop.message
+
+
+# ---------------------------------------------------------------- real runs
+
+def _events(run):
+    path = os.path.join(run, 'events.jsonl')
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f]
+
+
+def _fids(run):
+    with open(os.path.join(run, 'metrics.jsonl')) as f:
+        return [(r['n_images'], r['fid']) for r in map(json.loads, f) if 'fid' in r]
+
+
+# A learning rate 250 times the official one makes the tiny GAN diverge on these images: its
+# FID, 344 after 2 steps, stays between 400 and 480 from then on (measured with seed 1: 344,
+# 458, 427, 427, 408, 482 every 2 steps). The guard's factor is set below that rise.
+FACTOR = 1.15
+DIVERGING = ['--preset', 'tiny', '--set', 'g_lr=0.05', '--set', 'd_lr=0.05',
+             '--set', 'ema_decay=0.0', '--set', 'n_fid_real=24', '--set', 'n_fid_gen=24',
+             '--set', 'fid_batch_size=24', '--set', 'jit=False', '--metrics_inter', '1',
+             '--fid_inter', '2', '--seed', '1', '--set', f'fid_guard_factor={FACTOR}']
+
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    return render_shape_images(str(tmp_path_factory.mktemp('guard_data')), 24, size=32)
+
+
+def _run(tmp_path, images, *extra):
+    run = str(tmp_path / 'run')
+    return run, DIVERGING + ['--file_pattern', images, '--model_dir', run] + list(extra)
+
+
+def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(tmp_path, images, capsys):
+    run, args = _run(tmp_path, images, '--total_iter', '12', '--set', 'fid_guard=stop')
+    assert train.main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    fids = _fids(run)
+    best_images = min(fids, key=lambda item: item[1])[0]
+    assert err[-1].startswith('error: Training diverged: FID ') and err[-1].endswith(
+        'the best checkpoint is kept; resume with lower g_lr and d_lr in a new --model_dir, or '
+        'with --set fid_guard=rollback.'), err
+    assert len(fids) == 3 and best_images == fids[0][0]
+    assert fids[-1][1] > FACTOR * fids[0][1] and fids[-2][1] > FACTOR * fids[0][1]  # diverged
+    assert sorted(os.listdir(os.path.join(run, 'best-training-checkpoints'))) == [
+        'checkpoint', f'ckpt-{best_images}.data-00000-of-00001', f'ckpt-{best_images}.index']
+    assert [event['action'] for event in _events(run)] == ['stop']
+
+
+def test_rollback_restores_the_best_weights_and_optimizer_state(tmp_path, images, monkeypatch):
+    """A spy on the restore writes what it brought back, to compare with the best checkpoint on
+    disk, key by key: weights, EMA, batch-norm statistics, Adam's slots and step, the RNG."""
+    import numpy as np
+    import tensorflow as tf
+
+    import gan
+    written = []
+    real_restore = gan.restore_checkpoint
+
+    def spy(ladagan, objects, prefix):
+        real_restore(ladagan, objects, prefix)
+        if 'best-training-checkpoints' in prefix and not written:
+            after = tf.train.Checkpoint(**objects).write(str(tmp_path / 'after_rollback'))
+            written.append((prefix, after))
+    monkeypatch.setattr(gan, 'restore_checkpoint', spy)
+    run, args = _run(tmp_path, images, '--total_iter', '12', '--set', 'fid_guard=rollback',
+                     '--set', 'fid_guard_retries=1')
+    code = train.main(args)
+    events = _events(run)
+    assert events[0]['action'] == 'restore', events
+    assert 'rolled back to the best checkpoint' in events[0]['message']
+    # At most one rollback: diverging again after it stops the run (exit code 1).
+    assert [event['action'] for event in events[1:]] == (['stop'] if code == 1 else [])
+    best, after = (tf.train.load_checkpoint(path) for path in written[0])
+    keys = [key for key in best.get_variable_to_shape_map()
+            if not key.startswith(('save_counter', '_CHECKPOINTABLE_OBJECT_GRAPH'))]
+    assert len(keys) > 100 and any('d_optimizer' in key for key in keys)
+    for key in keys:
+        np.testing.assert_array_equal(after.get_tensor(key), best.get_tensor(key), err_msg=key)
+    # Trained on after the rollback at halved learning rates (the best checkpoint holds 0.05).
+    assert best.get_tensor('g_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE') == (
+        np.float32(0.05))
+    with open(os.path.join(run, 'training-checkpoints', 'checkpoint')) as f:
+        latest = os.path.join(run, 'training-checkpoints', f.readline().split('"')[1])
+    assert tf.train.load_checkpoint(latest).get_tensor(
+        'd_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE') == np.float32(0.025)
+
+
+def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys):
+    run, args = _run(tmp_path, images, '--total_iter', '40', '--set', 'fid_guard=off',
+                     '--set', 'early_stop_patience=2')
+    assert train.main(args) == 0
+    fids = [fid for _, fid in _fids(run)]
+    best = fids.index(min(fids))
+    assert len(fids) == best + 3  # the best, then two evaluations without a better one
+    assert [event['action'] for event in _events(run)] == ['finish']
+    assert 'Early stop: no better FID than' in capsys.readouterr().out
+
+
+def test_a_resumed_run_keeps_the_guards_counters(tmp_path, images, capsys):
+    # Patience 3: the first run ends after 2 diverging evaluations; resumed, the third stops it.
+    run, args = _run(tmp_path, images, '--set', 'fid_guard=stop', '--set',
+                     'fid_guard_patience=3')
+    first = args + ['--total_iter', '6']
+    assert train.main(first) == 0
+    fids = [fid for _, fid in _fids(run)]
+    assert fids[1] > FACTOR * fids[0] and fids[2] > FACTOR * fids[0]
+    capsys.readouterr()
+    assert train.main(args + ['--total_iter', '8']) == 1
+    assert len(_fids(run)) == 4  # without the counters from the checkpoint it would go on
+    assert ', 3 evaluation(s) in a row' in capsys.readouterr().err
