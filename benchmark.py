@@ -54,11 +54,36 @@ def _write_png_set(folder, count, size, seed=0):
     return folder
 
 
+def _time_feature_extraction(extractor, batch, repeats):
+    """Images per second of the FID network, with its batch norms folded (as used) and not."""
+    import tensorflow as tf
+
+    import inception
+
+    rows = []
+    extractor(batch)  # trace the graph outside the timing
+    start = time.perf_counter()
+    for _ in range(repeats):
+        extractor(batch)
+    rows.append(row('feature extraction (batch 50, 32 px -> 299)',
+                    repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+    # The same network with its batch norms as layers, not folded into the convolutions.
+    literal = inception.build_fid_inception(
+        inception.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
+    literal_fn = tf.function(lambda x: literal(extractor._preprocess(x), training=False))
+    literal_fn(tf.constant(batch))
+    start = time.perf_counter()
+    for _ in range(repeats):
+        literal_fn(tf.constant(batch)).numpy()
+    rows.append(row('feature extraction, batch norms not folded (batch 50)',
+                    repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+    return rows
+
+
 @section('fid')
 def bench_fid(args):
     """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
     import scipy.linalg
-    import tensorflow as tf
 
     import fid
     import inception
@@ -80,23 +105,7 @@ def bench_fid(args):
         rows.append(row('build FID Inception + load weights', time.perf_counter() - start, 's'))
 
         batch = np.asarray(rng.integers(0, 256, (50, img_size, img_size, 3)), dtype=np.uint8)
-        extractor(batch)  # trace the graph outside the timing
-        repeats = 2 if args.quick else 4
-        start = time.perf_counter()
-        for _ in range(repeats):
-            extractor(batch)
-        rows.append(row('feature extraction (batch 50, 32 px -> 299)',
-                        repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
-        # The same network with its batch norms as layers, not folded into the convolutions.
-        literal = inception.build_fid_inception(
-            inception.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
-        literal_fn = tf.function(lambda x: literal(extractor._preprocess(x), training=False))
-        literal_fn(tf.constant(batch))
-        start = time.perf_counter()
-        for _ in range(repeats):
-            literal_fn(tf.constant(batch)).numpy()
-        rows.append(row('feature extraction, batch norms not folded (batch 50)',
-                        repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+        rows += _time_feature_extraction(extractor, batch, repeats=2 if args.quick else 4)
 
         options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
                        batch_size=50, stats_dir=os.path.join(workdir, 'cache'))

@@ -226,9 +226,11 @@ def save_nearest_neighbours(generated, neighbours, distances, path, labels=None)
             axes[row, column].set_title(f'{distances[row, column - 1]:.1f}', fontsize=6, pad=2)
     for axis in axes.ravel():
         axis.set_axis_off()
+    height = panel * count + 0.4
+    # The title in the top 0.2 inch, clear of the first row's distance labels.
     figure.suptitle(f'generated (left) and its {k} nearest training images (Inception '
-                    'feature distance)', fontsize=7)
-    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (panel * count + 0.4),
+                    'feature distance)', fontsize=7, y=1 - 0.08 / height, va='top')
+    figure.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.4 / height,
                            wspace=0.05, hspace=0.35)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path)

@@ -53,8 +53,9 @@ def fid_curve_svg(points, width=640, height=260):
         return '<p>No FID evaluation yet.</p>'
     left, right, top, bottom = 60, 15, 15, 35
     xs, ys = [p[0] for p in points], [p[1] for p in points]
-    x_low, x_high = min(xs), max(xs) if max(xs) > min(xs) else min(xs) + 1
-    y_low, y_high = min(ys) * 0.95, max(ys) * 1.05 if max(ys) > min(ys) else min(ys) + 1
+    # The x axis starts where training does, so one evaluation is a point at its place in the run.
+    x_low, x_high = 0, max(max(xs), 1)
+    y_low, y_high = min(ys) * 0.95, max(max(ys) * 1.05, min(ys) * 0.95 + 1)
 
     def place(x, y):
         return (left + (x - x_low) / (x_high - x_low) * (width - left - right),
@@ -67,7 +68,8 @@ def fid_curve_svg(points, width=640, height=260):
         f'{value:.1f}</text>' for value in (y_low, (y_low + y_high) / 2, y_high))
     ticks += ''.join(
         f'<text x="{place(value, y_low)[0]:.1f}" y="{height - bottom + 16}" '
-        f'text-anchor="middle">{value:,.0f}</text>' for value in (x_low, x_high))
+        f'text-anchor="{anchor}">{value:,.0f}</text>'
+        for value, anchor in ((x_low, 'start'), (x_high, 'end')))
     return (f'<svg id="fid-curve" width="{width}" height="{height}" role="img" '
             f'aria-label="FID against images seen">'
             f'<rect x="{left}" y="{top}" width="{width - left - right}" '

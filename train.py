@@ -145,6 +145,10 @@ class Trainer:
     def n_images(self):
         return int(self.gan.n_images.numpy())
 
+    def scalar(self, name):
+        """A state variable's value (read through .numpy(): a MirroredVariable has no __float__)."""
+        return float(self.state[name].numpy())
+
     # ------------------------------------------------------------------ resume
     def restore(self):
         """Continue from the newest complete checkpoint of the run folder, if any."""
@@ -155,7 +159,7 @@ class Trainer:
             gan.restore_checkpoint(self.gan, self.checkpoint_objects, resume_from)
             self.last_good = resume_from
             print(f'Resumed from {resume_from}: {self.n_images:,} images seen, last FID '
-                  f'{float(self.state["fid"]):.3f}, best FID {float(self.state["best_fid"]):.3f}')
+                  f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
         # The best checkpoint is written after the latest one of the same step, with that step's
         # FID: when it is as new or newer (a kill came between the two), resume from it.
         newest_best = tf.train.latest_checkpoint(
@@ -165,10 +169,10 @@ class Trainer:
             gan.restore_checkpoint(self.gan, self.checkpoint_objects, newest_best)
             self.last_good = newest_best
             print(f'Resumed from {newest_best} instead, as new or newer: {self.n_images:,} '
-                  f'images seen, best FID {float(self.state["best_fid"]):.3f}')
+                  f'images seen, best FID {self.scalar("best_fid"):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
-        self.train_seconds = float(self.state['train_seconds'])
-        self.guard.set_counters(self.state[f'guard_{name}'] for name in guard_lib.COUNTERS)
+        self.train_seconds = self.scalar('train_seconds')
+        self.guard.set_counters(self.state[f'guard_{name}'].numpy() for name in guard_lib.COUNTERS)
         # Checkpoints from before the guard hold only the halved learning rates of NaN restores.
         halvings = int(round(np.log2(self.conf.g_lr / float(np.asarray(
             self.gan.g_optimizer.learning_rate)))))
@@ -179,7 +183,7 @@ class Trainer:
         """A kill during (or right after) an evaluation leaves the latest checkpoint, written
         before it, without its outcome: take the FID it logged, or evaluate again."""
         n_images = self.n_images
-        if not (int(self.state['evaluating']) == n_images > int(self.state['evaluated'])):
+        if not (int(self.scalar('evaluating')) == n_images > int(self.scalar('evaluated'))):
             return
         logged = [record['fid'] for record in self.log.records
                   if record['n_images'] == n_images and 'fid' in record]
@@ -295,7 +299,7 @@ class Trainer:
             # Saves are collective across workers: all must take the chief's decision.
             fid = distribute.broadcast_from_chief(self.strategy, fid, self.chief)
         self.state['fid'].assign(fid)
-        best_before = float(self.state['best_fid'])
+        best_before = self.scalar('best_fid')
         event = (self.guard.after_evaluation(fid, best_before, self._where())
                  if np.isfinite(fid) else guard_lib.Event('continue'))
         self.state['evaluated'].assign(n_images)
@@ -400,10 +404,10 @@ class Trainer:
             prefix = self.last_good
         # The latest checkpoint is written before its evaluation: it must not bring back an
         # older best FID (the next evaluation would then replace the true best).
-        best_fid, evaluated = float(self.state['best_fid']), int(self.state['evaluated'])
+        best_fid, evaluated = self.scalar('best_fid'), int(self.scalar('evaluated'))
         gan.restore_checkpoint(self.gan, self.checkpoint_objects, prefix)
-        self.state['best_fid'].assign(min(best_fid, float(self.state['best_fid'])))
-        self.state['evaluated'].assign(max(evaluated, int(self.state['evaluated'])))
+        self.state['best_fid'].assign(min(best_fid, self.scalar('best_fid')))
+        self.state['evaluated'].assign(max(evaluated, int(self.scalar('evaluated'))))
         self.last_good = prefix
         conf, halvings = self.conf, self.guard.lr_halvings
         for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),

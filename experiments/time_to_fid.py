@@ -46,7 +46,8 @@ DEFAULT_MODES = ('official', 'bfloat16', 'r1_every_4', 'r1_every_16', 'bfloat16_
 def run_once(mode, seed, args):
     """Train one mode and seed (resuming a finished or interrupted run folder) and return its
     FID records [(images seen, training seconds, FID)]."""
-    run_dir = os.path.join(args.out, 'runs', f'{mode}_seed{seed}')
+    # Absolute: train.py runs from the repository, the caller may not.
+    run_dir = os.path.abspath(os.path.join(args.out, 'runs', f'{mode}_seed{seed}'))
     command = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'demo',
                '--model_dir', run_dir, '--seed', str(seed), '--total_iter', str(args.total_iter),
                '--fid_inter', str(args.fid_inter), '--metrics_inter', str(args.fid_inter),

@@ -244,6 +244,14 @@ def check_fast_run(result, ws):
     assert (conf['r1_interval'], conf['precision']) == (16, 'float32')
 
 
+def check_fid_benchmark(result, ws):
+    rows = {row['metric']: row for row in _json(os.path.join(ws, 'fid.json'))['results']}
+    folded = rows['feature extraction (batch 50, 32 px -> 299)']['value']
+    literal = rows['feature extraction, batch norms not folded (batch 50)']['value']
+    assert folded > 0 and literal > 0
+    assert rows['FID eval, 500 gen, real stats cached']['note'].startswith('FID ')
+
+
 def check_prdc_benchmark(result, ws):
     rows = {row['metric']: row for row in _json(os.path.join(ws, 'prdc.json'))['results']}
     assert rows['PRDC, 10,000 real x 10,000 fake']['value'] > 0
@@ -325,6 +333,8 @@ COMMANDS = {
         'cifar10', check_report, replace={'runs/demo': 'runs/cifar10'}),
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --fast --model_dir '
     'runs/ffhq_fast': Run('ffhq', check_fast_run, append=SHORT + ' --set batch_size=16'),
+    'python3 benchmark.py --only fid': Run('benchmark', check_fid_benchmark,
+                                           append='--quick --json fid.json'),
     'python3 benchmark.py --only prdc': Run('benchmark', check_prdc_benchmark,
                                             append='--quick --json prdc.json'),
     'python3 experiments/time_to_fid.py': Run(
