@@ -17,6 +17,7 @@ import platform
 import sys
 import tempfile
 import time
+import tracemalloc
 
 os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
@@ -145,15 +146,19 @@ def bench_prdc(args):
         # Non-negative like Inception pool features; fakes a little shifted.
         real = np.abs(rng.standard_normal((count, 2048), dtype=np.float32))
         fake = np.abs(rng.standard_normal((count, 2048), dtype=np.float32) * 1.05 + 0.02)
-        before = _peak_rss_mb()
+        # numpy reports its arrays to tracemalloc: the peak is what PRDC itself allocates, which
+        # the process's peak resident memory (raised by earlier work) would not show.
+        tracemalloc.start()
         start = time.perf_counter()
         result = knn_metrics.prdc(real, fake)
         seconds = time.perf_counter() - start
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
         rows += [row(f'PRDC, {count:,} real x {count:,} fake', seconds, 's',
                      f'exact, k=3, blocks of {knn_metrics.BLOCK_ROWS} rows; precision '
                      f'{result["precision"]:.3f}'),
-                 row(f'PRDC, {count:,}: peak memory added', _peak_rss_mb() - before, 'MB',
-                     'over the features themselves')]
+                 row(f'PRDC, {count:,}: peak memory added', peak_bytes / 2 ** 20, 'MB',
+                     'allocated by PRDC, over the float32 features given to it')]
     return rows
 
 
@@ -166,7 +171,12 @@ G_PASSES_PER_STEP = 4
 D_PASSES_PER_STEP = 11
 
 
-def _presets(args, default):
+DEFAULT_PRESETS = 'cifar10,celeba_64,ffhq_128'  # --quick: tiny
+JIT_MODES = {'on': [True], 'off': [False], 'both': [True, False]}  # --jit: XLA or not, or both
+
+
+def _presets(args):
+    default = 'tiny' if args.quick else DEFAULT_PRESETS
     return [p.strip() for p in (args.presets or default).split(',') if p.strip()]
 
 
@@ -246,11 +256,10 @@ def _op_time_shares(logdir):
 
 @section('train')
 def bench_train(args):
-    """Training images/s per preset (median step after compilation), compile time, memory, MFU."""
+    """Training images/s per preset (median step after compilation), compile time, MFU."""
     import tensorflow as tf
 
     import config
-    import gan
     import model
     rows = []
     # Mixed precision runs the matmuls and convolutions in the low-precision dtype.
@@ -259,21 +268,20 @@ def bench_train(args):
     peak = _matmul_peak_macs_per_sec(compute_dtype)
     rows.append(row(f'dense matmul peak ({compute_dtype}, 2048^3, best of XLA and oneDNN)',
                     peak / 1e9, 'GMAC/s'))
-    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
-    for preset, jit in [(p, j) for p in _presets(args, 'tiny' if args.quick else
-                                                 'cifar10,celeba_64,ffhq_128') for j in jit_modes]:
+    jit_modes = JIT_MODES[args.jit]
+    for preset, jit in [(p, j) for p in _presets(args) for j in jit_modes]:
         conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision,
                                   jit=jit)
         label = preset + ('' if len(jit_modes) == 1 else ', XLA' if jit else ', no XLA')
-        ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+        our_step = _our_step(conf)
         real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
 
         def step():
-            float(ladagan.train_step(real)['d_loss'])  # wait for the step to finish
+            our_step(real)
         first, median = _time_steps(step, 3 if args.quick else args.steps)
         macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf, True))
                 + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf, True)))
-        note = f'batch {conf.batch_size}, {conf.precision}, XLA {ladagan.xla}'
+        note = f'batch {conf.batch_size}, {conf.precision}, XLA {jit}'
         rows += [row(f'{label}: train step', conf.batch_size / median, 'img/s', note),
                  row(f'{label}: first step (trace + compile)', first, 's'),
                  row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
@@ -296,9 +304,9 @@ def bench_memory(args):
     a process of its own; with --authors_code, the authors' train_step beside ours."""
     import subprocess
     rows = []
-    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
+    jit_modes = JIT_MODES[args.jit]
     implementations = ['ours'] + (['authors'] if args.authors_code else [])
-    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+    for preset in _presets(args):
         for jit in jit_modes:
             for implementation in implementations:
                 spec = dict(preset=preset, jit=jit, implementation=implementation,
@@ -324,6 +332,7 @@ def bench_memory(args):
 
 
 def _our_step(conf):
+    """A function that takes one training step of ours and waits for it to finish."""
     import gan
     import model
     ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
@@ -394,8 +403,8 @@ def bench_authors(args):
     if not args.authors_code:
         return [row('ours against the authors', float('nan'), '', 'needs --authors_code DIR')]
     rows = []
-    jit_modes = {'on': [True], 'off': [False], 'both': [True, False]}[args.jit]
-    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+    jit_modes = JIT_MODES[args.jit]
+    for preset in _presets(args):
         for jit in jit_modes:
             conf = config.make_config(preset, batch_size=args.batch_size,
                                       precision=args.precision, jit=jit)
@@ -477,7 +486,7 @@ def bench_generate(args):
     import config
     import model
     rows = []
-    for preset in _presets(args, 'tiny' if args.quick else 'cifar10,celeba_64,ffhq_128'):
+    for preset in _presets(args):
         conf = config.make_config(preset, precision=args.precision)
         generator = model.build_generator(conf)
         sample = tf.function(lambda z: generator(z, training=False)[0], jit_compile=True)
@@ -546,9 +555,10 @@ def parse_args(argv=None):
                         help='train section: also trace 3 steps per preset and mode with the '
                              'TensorFlow profiler into DIR/<preset>_xla or DIR/<preset>_noxla '
                              '(TensorBoard, Profile tab) and print where kernel time goes')
-    parser.add_argument('--jit', default='both', choices=('on', 'off', 'both'),
-                        help='train section: time the step with XLA, without, or both (on a CPU '
-                             'the oneDNN kernels used without XLA are often faster)')
+    parser.add_argument('--jit', default='both', choices=tuple(JIT_MODES),
+                        help='train, memory and authors sections: the step with XLA, without, '
+                             'or both (on a CPU the oneDNN kernels used without XLA are often '
+                             'faster)')
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
     parser.add_argument('--authors_code', default=None, metavar='DIR',

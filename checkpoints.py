@@ -16,6 +16,7 @@ import tensorflow as tf
 import config as config_lib
 import model as model_lib
 import official
+import openmoji
 from config import UserError
 
 
@@ -60,6 +61,25 @@ def read_run_record(model_dir):
     return record
 
 
+def recorded_options(model_dir, remedy):
+    """The options run.json records; UserError ending with `remedy` where it has none."""
+    record = read_run_record(model_dir)
+    if record is None:
+        raise UserError(f'{model_dir} records no training data (it has no {RUN_RECORD}); '
+                        f'{remedy}')
+    return record['options']
+
+
+def training_images_of(options, img_size):
+    """A run's training images: its --file_pattern, else the built-in demo set."""
+    return options.get('file_pattern') or openmoji.openmoji_dataset(img_size)
+
+
+def fid_reference_of(options, img_size):
+    """A run's FID reference images: its --eval_dir, else its training images."""
+    return options.get('eval_dir') or training_images_of(options, img_size)
+
+
 def resolve_config(model_dir, preset, overrides, new_run_preset=None):
     """(config, resumed, notices): the config stored in `model_dir` when it holds a run, else
     `preset` (or `new_run_preset`) with the `overrides`. Resuming, a preset or override that
@@ -95,7 +115,8 @@ def _shown(value):
 
 def resolve_options(model_dir, given, defaults, resumed):
     """(options, record, notices) for a run: each of RECORDED_OPTIONS from `given` (the command
-    line; None: not given), else from the run's run.json, else from `defaults(file_pattern)`.
+    line; None: not given), else from the run's run.json, else from `defaults(known)`, known being
+    the options given or recorded.
     `record` is the run.json to write. Paths are made absolute.
 
     A value given on resume that differs from the recorded one is taken (datasets move between
@@ -107,8 +128,9 @@ def resolve_options(model_dir, given, defaults, resumed):
              for name, value in given.items()}
     record = read_run_record(model_dir) if resumed else None
     recorded = (record or {}).get('options', {})
-    default = defaults(given['file_pattern'] if given['file_pattern'] is not None
-                       else recorded.get('file_pattern'))
+    # Defaults may follow other options (ckpt_inter follows fid_inter): give them what is known.
+    default = defaults({name: given[name] if given[name] is not None else recorded.get(name)
+                        for name in RECORDED_OPTIONS})
     options, changes, notices = {}, [], []
     for name in RECORDED_OPTIONS:
         if given[name] is None:

@@ -294,6 +294,9 @@ def validate(values):
                 'early_stop_patience'):
         if v[key] < 0:
             _fail(f'{key}={v[key]} must not be negative')
+    if v['prdc'] and min(v['n_fid_real'], v['n_fid_gen']) <= 3:  # k = 3 nearest neighbours
+        _fail(f'prdc=True needs more than 3 images a side, not n_fid_real={v["n_fid_real"]} and '
+              f'n_fid_gen={v["n_fid_gen"]}')
     if v['fid_guard_factor'] < 1:
         _fail(f'fid_guard_factor={v["fid_guard_factor"]} must be at least 1 (a factor of the '
               'best FID)')

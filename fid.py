@@ -35,7 +35,6 @@ import tensorflow as tf
 
 import checkpoints
 import data
-import openmoji
 import knn_metrics
 from config import UserError
 from config import cache_dir as ladagan_cache_dir
@@ -311,7 +310,7 @@ class FIDEvaluator:
     def __init__(self, real_source, img_size, n_real=None, n_gen=None, backbone='standard',
                  batch_size=50, stats_dir=None, compute_kid=False, inception_weights=None,
                  keras_weights='imagenet', seed=0, progress=True, center_crop=False,
-                 compute_prdc=False):
+                 compute_prdc=False, cache_dir=None):
         if backbone not in BACKBONES:
             raise UserError(f'Backbone {backbone!r} is unknown; use one of {", ".join(BACKBONES)}.')
         if batch_size < 1:
@@ -329,7 +328,8 @@ class FIDEvaluator:
         self.compute_kid, self.compute_prdc = compute_kid, compute_prdc
         self.progress = progress
         self.center_crop = bool(center_crop)  # real images are cropped as the training data
-        self.extractor = get_feature_extractor(backbone, inception_weights, keras_weights)
+        self.extractor = get_feature_extractor(backbone, inception_weights, keras_weights,
+                                               cache_dir=cache_dir)  # where weights download to
         self._real = None
 
     def real_statistics(self):
@@ -419,23 +419,12 @@ def _print_scores(result):
             print(f'{name}: {result[name]:.6f}')
 
 
-def run_reference(model_dir, img_size):
-    """The real images a training run is scored against: its recorded --eval_dir, else its
-    training images (the built-in demo set when it had none); UserError for a folder that records
-    neither (runs written before run.json, official model folders)."""
-    record = checkpoints.read_run_record(model_dir)
-    if record is None:
-        raise UserError(f'{model_dir} records no training data (it has no '
-                        f'{checkpoints.RUN_RECORD}); pass the real images as PATH_A.')
-    options = record['options']
-    return options.get('eval_dir') or options.get('file_pattern') or openmoji.openmoji_dataset(
-        img_size)
-
-
 def _evaluate_run(args):
     """FID of a training run's EMA generator against its reference (paper protocol: 50k samples)."""
     conf, generator = checkpoints.load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
-    real_source = args.paths[0] if args.paths else run_reference(args.model_dir, conf.img_size)
+    real_source = args.paths[0] if args.paths else checkpoints.fid_reference_of(
+        checkpoints.recorded_options(args.model_dir, 'pass the real images as PATH_A.'),
+        conf.img_size)
     num_fake = args.num or 50000
     available = len(data.list_image_files(real_source))
     print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir} against '
@@ -444,7 +433,7 @@ def _evaluate_run(args):
         real_source, img_size=args.img_size or conf.img_size, n_real=min(num_fake, available),
         n_gen=num_fake, backbone=args.backbone, batch_size=args.batch_size,
         stats_dir=_stats_dir(args), compute_kid=args.kid, inception_weights=args.inception_weights,
-        center_crop=conf.center_crop, compute_prdc=args.prdc)
+        center_crop=conf.center_crop, compute_prdc=args.prdc, cache_dir=args.cache_dir)
     _print_scores(evaluator.evaluate_metrics(
         make_sample_fn(generator, conf.noise_dim, seed=args.seed)))
     return 0

@@ -164,6 +164,7 @@ class LadaGAN(tf.Module):
         # D updates so far: lazy R1 (r1_interval) takes the penalty on every k-th one.
         self.d_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='d_updates')
         self.host_d_updates = None  # d_updates as the host knows it (r1_due); None: read it
+        self.took_r1 = False  # whether the last train_step took R1
 
     # ------------------------------------------------------------------ pieces of the step
     def augment(self, images):
@@ -317,8 +318,9 @@ class LadaGAN(tf.Module):
         if self.num_replicas > 1 and not isinstance(real_images, tf.distribute.DistributedValues):
             real_images = self.distribute(real_images)
         # with_r1 is a Python bool: one compiled step with R1 and, with lazy R1, one without.
+        self.took_r1 = self.r1_due()
         return self._compiled_step(real_images, self.distribute(d_noise),
-                                   self.distribute(g_noise), self.r1_due())
+                                   self.distribute(g_noise), self.took_r1)
 
     def checkpoint_objects(self, **extra):
         """{name: object} of a checkpoint: the official layout, plus our optimizer, RNG and

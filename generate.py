@@ -52,7 +52,6 @@ import data  # noqa: E402
 import export  # noqa: E402
 import fid  # noqa: E402
 import inception  # noqa: E402
-import openmoji  # noqa: E402
 import plots  # noqa: E402
 import knn_metrics  # noqa: E402
 from config import UserError  # noqa: E402
@@ -193,12 +192,8 @@ def training_images(args, conf, model_dir):
     the built-in demo set (a run trained on it records none)."""
     if args.train_images:
         return data.list_image_files(args.train_images)
-    record = checkpoints.read_run_record(model_dir)
-    if record is None:
-        raise UserError(f'{model_dir} does not record its training images (it has no '
-                        f'{checkpoints.RUN_RECORD}); pass them with --train_images PATH')
-    return data.list_image_files(record['options'].get('file_pattern')
-                                 or openmoji.openmoji_dataset(conf.img_size))
+    options = checkpoints.recorded_options(model_dir, 'pass them with --train_images PATH')
+    return data.list_image_files(checkpoints.training_images_of(options, conf.img_size))
 
 
 NEAREST_ROWS = 32  # rows of nearest.png at most: the generated images closest to a training one

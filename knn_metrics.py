@@ -16,6 +16,8 @@ few GB of memory, not the 20 GB of a full distance matrix.
 """
 import numpy as np
 
+from config import UserError
+
 NEAREST_K = 3
 BLOCK_ROWS = 1024
 
@@ -51,8 +53,8 @@ def prdc(real_features, fake_features, k=NEAREST_K):
     if real.ndim != 2 or fake.ndim != 2 or real.shape[1] != fake.shape[1]:
         raise ValueError(f'PRDC needs two feature arrays (N, d) with the same d, got '
                          f'{real.shape} and {fake.shape}')
-    if min(len(real), len(fake)) <= k:
-        raise ValueError(f'PRDC with k={k} needs more than {k} real and fake feature vectors, '
+    if min(len(real), len(fake)) <= k:  # the user's image count, so one sentence, exit code 2
+        raise UserError(f'PRDC with k={k} needs more than {k} real and fake feature vectors, '
                          f'got {len(real)} and {len(fake)}')
     real_radii = nearest_neighbour_radii(real, k)
     fake_radii = nearest_neighbour_radii(fake, k)

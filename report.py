@@ -10,10 +10,10 @@ no server and nothing to fetch. Training rewrites it at every checkpoint.
 import base64
 import glob
 import html
-import json
 import os
-import re
 import time
+
+import tensorflow as tf
 
 import checkpoints
 
@@ -39,12 +39,9 @@ def _figure(path, caption):
 
 
 def _checkpoint_images(folder):
-    """Images seen at the checkpoint the folder's state names, or None."""
-    try:
-        with open(os.path.join(folder, 'checkpoint')) as f:
-            return int(re.search(r'model_checkpoint_path: "ckpt-(\d+)"', f.read()).group(1))
-    except (OSError, AttributeError):
-        return None
+    """Images seen at the newest checkpoint in the folder, or None."""
+    prefix = tf.train.latest_checkpoint(folder)
+    return checkpoints.checkpoint_scalar(prefix, 'n_images') if prefix else None
 
 
 def fid_curve_svg(points, width=640, height=260):
@@ -112,8 +109,7 @@ def _summary(model_dir, records):
 
 def write_report(model_dir):
     """Write model_dir/report.html from what the run folder holds; returns its path."""
-    with open(os.path.join(model_dir, 'config.json')) as f:
-        conf = json.load(f)
+    conf = checkpoints.resolve_config(model_dir, None, {})[0].to_dict()  # UserError if corrupt
     record = checkpoints.read_run_record(model_dir) or {'options': {}}
     records, _ = checkpoints.read_metrics(model_dir)
     rows, fid_points = _summary(model_dir, records)

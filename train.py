@@ -39,7 +39,6 @@ import fid as fid_lib  # noqa: E402
 import gan  # noqa: E402
 import guard as guard_lib  # noqa: E402
 import model as model_lib  # noqa: E402
-import openmoji  # noqa: E402
 import plots  # noqa: E402
 import report  # noqa: E402
 from config import UserError  # noqa: E402
@@ -55,14 +54,19 @@ class TrainingDivergedError(RuntimeError):
     """A non-finite loss or weight during training; the CLI reports it and exits with code 1."""
 
 
-def option_defaults(file_pattern):
-    """Defaults of the options a run records; `python train.py` with no data trains the short
-    demo schedule."""
-    demo = file_pattern is None
+def option_defaults(known):
+    """Defaults of the options a run records, from those given or recorded (`known`, None where
+    neither): `python train.py` with no data trains the short demo schedule, and checkpoints
+    follow the FID interval unless the demo's own schedule applies."""
+    demo = known['file_pattern'] is None
     fid_inter = DEMO_FID_INTER if demo else 5000
+    if known['fid_inter'] is None:
+        ckpt_inter = DEMO_CKPT_INTER if demo else fid_inter
+    else:
+        ckpt_inter = known['fid_inter'] or 5000  # 0: FID off
     return {'file_pattern': None, 'eval_dir': None,
             'total_iter': DEMO_TOTAL_ITER if demo else None,  # None: until stopped
-            'fid_inter': fid_inter, 'ckpt_inter': DEMO_CKPT_INTER if demo else fid_inter or 5000,
+            'fid_inter': fid_inter, 'ckpt_inter': ckpt_inter,
             'metrics_inter': 100, 'max_ckpt_to_keep': 2}
 
 
@@ -138,6 +142,7 @@ class Trainer:
         self.finished = False  # early stop
         self.bar = None
         self.train_seconds = 0.0
+        self.latest_r1 = None  # the R1 term of the last step that took it (lazy R1)
         self.clock = time.perf_counter()  # start of the training time not yet counted
         self.interval_images, self.interval_seconds = 0, 0.0  # since the last metrics log
 
@@ -154,22 +159,22 @@ class Trainer:
         """Continue from the newest complete checkpoint of the run folder, if any."""
         model_dir = self.model_dir
         # Every worker resumes from the chief's checkpoints.
-        resume_from = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
-        if resume_from:
-            gan.restore_checkpoint(self.gan, self.checkpoint_objects, resume_from)
-            self.last_good = resume_from
-            print(f'Resumed from {resume_from}: {self.n_images:,} images seen, last FID '
-                  f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
+        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
+        best = tf.train.latest_checkpoint(os.path.join(model_dir, 'best-training-checkpoints'))
         # The best checkpoint is written after the latest one of the same step, with that step's
         # FID: when it is as new or newer (a kill came between the two), resume from it.
-        newest_best = tf.train.latest_checkpoint(
-            os.path.join(model_dir, 'best-training-checkpoints'))
-        if newest_best and ((checkpoints.checkpoint_scalar(newest_best, 'n_images') or 0)
-                            >= self.n_images > 0 or not resume_from):
-            gan.restore_checkpoint(self.gan, self.checkpoint_objects, newest_best)
-            self.last_good = newest_best
-            print(f'Resumed from {newest_best} instead, as new or newer: {self.n_images:,} '
-                  f'images seen, best FID {self.scalar("best_fid"):.3f}')
+        latest_images = (checkpoints.checkpoint_scalar(latest, 'n_images') or 0) if latest else 0
+        if best and (not latest or
+                     (checkpoints.checkpoint_scalar(best, 'n_images') or 0) >= latest_images > 0):
+            gan.restore_checkpoint(self.gan, self.checkpoint_objects, best)
+            self.last_good = best
+            print(f'Resumed from {best}{" instead, as new or newer" if latest else ""}: '
+                  f'{self.n_images:,} images seen, best FID {self.scalar("best_fid"):.3f}')
+        elif latest:
+            gan.restore_checkpoint(self.gan, self.checkpoint_objects, latest)
+            self.last_good = latest
+            print(f'Resumed from {latest}: {self.n_images:,} images seen, last FID '
+                  f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
         self.train_seconds = self.scalar('train_seconds')
         self.guard.set_counters(self.state[f'guard_{name}'].numpy() for name in guard_lib.COUNTERS)
@@ -214,6 +219,8 @@ class Trainer:
         try:
             while self.step < total_iter and self.stop_signal is None and not self.finished:
                 metrics = self.gan.train_step(next(data_iter))
+                if self.gan.took_r1:
+                    self.latest_r1 = metrics['gp']  # a reference: read only when logged
                 self.step += 1
                 self.bar.update(self.batch)
                 self.interval_images += self.batch
@@ -255,6 +262,10 @@ class Trainer:
 
     def _log_metrics(self, metrics):
         values = {key: float(value) for key, value in metrics.items()}
+        # With lazy R1 most steps take none: log the latest penalty taken, at the every-update
+        # weight gp_weight, so R1 curves compare across r1_interval. d_total is the step's own.
+        if self.latest_r1 is not None:
+            values['gp'] = float(self.latest_r1) / self.conf.r1_interval
         images_per_sec = self.interval_images / max(self.interval_seconds, 1e-9)
         self.log.log(self.step * self.batch, images_per_sec=images_per_sec,
                      train_seconds=self.train_seconds, **values)
@@ -428,8 +439,8 @@ def train(conf, model_dir, options, record, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     trainer = Trainer(conf, model_dir, options, strategy)
     os.makedirs(trainer.write_dir, exist_ok=True)
-    file_pattern = options['file_pattern'] or openmoji.openmoji_dataset(conf.img_size)
-    dataset = distribute.make_distributed_dataset(strategy, file_pattern, conf)
+    dataset = distribute.make_distributed_dataset(
+        strategy, checkpoints.training_images_of(options, conf.img_size), conf)
     if trainer.chief:
         # Written whole or not at all; an older config.json gains the keys added since.
         checkpoints.write_json_atomic(os.path.join(model_dir, 'config.json'), conf.to_dict())
@@ -438,7 +449,8 @@ def train(conf, model_dir, options, record, strategy=None):
     trainer.restore()
     if options['fid_inter'] and trainer.chief:
         # The real statistics are computed (or loaded) now, not in the middle of the run.
-        trainer.fid_evaluator = make_fid_evaluator(conf, options['eval_dir'] or file_pattern)
+        trainer.fid_evaluator = make_fid_evaluator(
+            conf, checkpoints.fid_reference_of(options, conf.img_size))
     trainer.finish_pending_evaluation()
     trainer.run(dataset)
     if not trainer.chief:

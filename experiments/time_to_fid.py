@@ -30,15 +30,15 @@ from matplotlib.figure import Figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
-# Mode name -> config overrides on top of the demo preset; 'official' is the authors' recipe.
+# Mode name -> train.py arguments on top of the demo preset; 'official' is the authors' recipe.
 MODES = {
-    'official': {},
-    'bfloat16': {'precision': 'mixed_bfloat16'},
-    'r1_every_4': {'r1_interval': 4},
-    'r1_every_16': {'r1_interval': 16},
-    'bfloat16_r1_every_4': {'precision': 'mixed_bfloat16', 'r1_interval': 4},
-    'bfloat16_r1_every_16': {'precision': 'mixed_bfloat16', 'r1_interval': 16},
-    'fast': 'train.py --fast',  # the switch the README recommends
+    'official': [],
+    'bfloat16': ['--set', 'precision=mixed_bfloat16'],
+    'r1_every_4': ['--set', 'r1_interval=4'],
+    'r1_every_16': ['--set', 'r1_interval=16'],
+    'bfloat16_r1_every_4': ['--set', 'precision=mixed_bfloat16', '--set', 'r1_interval=4'],
+    'bfloat16_r1_every_16': ['--set', 'precision=mixed_bfloat16', '--set', 'r1_interval=16'],
+    'fast': ['--fast'],  # the switch the README recommends
 }
 DEFAULT_MODES = ('official', 'bfloat16', 'r1_every_4', 'r1_every_16', 'bfloat16_r1_every_16')
 
@@ -52,11 +52,7 @@ def run_once(mode, seed, args):
                '--model_dir', run_dir, '--seed', str(seed), '--total_iter', str(args.total_iter),
                '--fid_inter', str(args.fid_inter), '--metrics_inter', str(args.fid_inter),
                '--set', f'n_fid_real={args.n_fid}', '--set', f'n_fid_gen={args.n_fid}']
-    if mode == 'fast':
-        command.append('--fast')
-    else:
-        command += [item for key, value in MODES[mode].items()
-                    for item in ('--set', f'{key}={value}')]
+    command += MODES[mode]
     started = time.perf_counter()
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
     if result.returncode != 0:
@@ -168,7 +164,10 @@ def parse_args(argv=None):
     unknown = [mode for mode in args.modes if mode not in MODES]
     if unknown or not args.modes:
         parser.error(f'--modes {",".join(unknown)} is not known: use some of {", ".join(MODES)}')
-    args.seeds = [int(seed) for seed in args.seeds.split(',')]
+    try:
+        args.seeds = [int(seed) for seed in args.seeds.split(',')]
+    except ValueError:
+        parser.error(f'--seeds {args.seeds} is not a comma-separated list of integers')
     if args.total_iter < args.fid_inter or args.fid_inter < 1:
         parser.error('--fid_inter must be positive and at most --total_iter')
     return args
@@ -182,7 +181,7 @@ def main(argv=None):
         for mode in args.modes:
             results[(mode, seed)] = run_once(mode, seed, args)
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump([{'mode': mode, 'seed': seed, 'settings': MODES[mode],
+        json.dump([{'mode': mode, 'seed': seed, 'train_args': MODES[mode],
                     'evaluations': [{'n_images': images, 'train_seconds': seconds, 'fid': fid}
                                     for images, seconds, fid in fids]}
                    for (mode, seed), fids in results.items()], f, indent=2)

@@ -128,6 +128,20 @@ def test_a_moved_dataset_is_a_notice_and_kept_in_the_record(old_run, tmp_path, c
         ('file_pattern', data, moved)]
 
 
+@pytest.mark.parametrize('given, fid_inter, ckpt_inter', [
+    ({}, train.DEMO_FID_INTER, train.DEMO_CKPT_INTER),             # the demo's own schedule
+    ({'fid_inter': 240}, 240, 240),                                 # demo, FID every 240
+    ({'file_pattern': 'data'}, 5000, 5000),
+    ({'file_pattern': 'data', 'fid_inter': 20000}, 20000, 20000),  # follows a given fid_inter
+    ({'file_pattern': 'data', 'fid_inter': 0}, 0, 5000),            # FID off
+    ({'file_pattern': 'data', 'fid_inter': 20000, 'ckpt_inter': 7}, 20000, 7)])
+def test_checkpoint_interval_follows_the_fid_interval(tmp_path, given, fid_inter, ckpt_inter):
+    options = dict.fromkeys(checkpoints.RECORDED_OPTIONS) | given
+    resolved, _, _ = checkpoints.resolve_options(str(tmp_path / 'run'), options,
+                                                 train.option_defaults, resumed=False)
+    assert (resolved['fid_inter'], resolved['ckpt_inter']) == (fid_inter, ckpt_inter)
+
+
 # ---------------------------------------------------------------- download_official_checkpoint
 
 def fake_hub(monkeypatch, hf_hub_download):

@@ -40,6 +40,8 @@ def test_presets_hold_the_released_settings():
     (dict(dec_dim=[64, 32]), 'dec_dim=.* must have 1 entries for img_size 64'),
     (dict(ema_decay=1.0), 'ema_decay=1.0 must be in'),
     (dict(jit=1), "jit=1 is not allowed: use True, False or 'auto'"),
+    (dict(prdc=True, n_fid_gen=3), 'prdc=True needs more than 3 images a side, not '
+                                   'n_fid_real=2500 and n_fid_gen=3'),
 ])
 def test_bad_values_raise_one_clear_error(overrides, message):
     with pytest.raises(config.UserError, match=message):

@@ -4,6 +4,7 @@ import numpy as np
 import prdc as reference  # the authors' package (Naeem et al.), a test-only dependency
 import pytest
 
+import config
 import inception
 import knn_metrics
 from conftest import render_emoji_images, render_shape_images
@@ -31,8 +32,8 @@ def test_agrees_with_the_prdc_package_to_1e_6(block_rows, monkeypatch):
 
 def test_halves_of_one_dataset_score_near_one_and_unrelated_sets_low(standard_extractor,
                                                                       tmp_path):
-    emoji = render_emoji_images(str(tmp_path / 'emoji'), 96)
-    shapes = render_shape_images(str(tmp_path / 'shapes'), 48)
+    render_emoji_images(str(tmp_path / 'emoji'), 96)
+    render_shape_images(str(tmp_path / 'shapes'), 48)
     features = {name: inception.extract_file_features(
         sorted(str(path) for path in (tmp_path / name).iterdir()), standard_extractor,
         progress=False) for name in ('emoji', 'shapes')}
@@ -53,3 +54,10 @@ def test_nearest_neighbours_are_exact_and_nearest_first(monkeypatch):
     brute = np.linalg.norm(queries[:, None] - references[None], axis=-1)  # (12, 40)
     np.testing.assert_array_equal(indices, np.argsort(brute, axis=1)[:, :4])
     np.testing.assert_allclose(distances, np.sort(brute, axis=1)[:, :4], atol=1e-9)
+
+
+def test_too_few_images_is_one_sentence_for_the_user():
+    rng = np.random.default_rng(3)
+    with pytest.raises(config.UserError, match=r'PRDC with k=3 needs more than 3 real and fake '
+                                               r'feature vectors, got 3 and 10'):
+        knn_metrics.prdc(rng.standard_normal((3, 4)), rng.standard_normal((10, 4)))

@@ -91,3 +91,14 @@ def test_the_report_opens_in_headless_chromium(reported_run):
     assert len(loaded) >= 6 and all(complete and width > 0 for complete, width in loaded), loaded
     points, width, height = curve
     assert points == 3 and width > 100 and height > 0, curve
+
+
+def test_a_corrupt_config_is_one_sentence_and_no_report(tmp_path, capsys):
+    import train
+    run = tmp_path / 'run'
+    run.mkdir()
+    (run / 'config.json').write_text('{"img_size": 32,')  # cut short
+    assert train.main(['--model_dir', str(run), '--report']) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f'error: {run}/config.json is not a valid LadaGAN config (')
+    assert len(err.strip().splitlines()) == 1 and not (run / 'report.html').exists()

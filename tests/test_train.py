@@ -72,6 +72,25 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     assert 'batch_size=16' in capsys.readouterr().err
 
 
+def test_lazy_r1_logs_the_latest_penalty_at_the_every_update_weight(tmp_path):
+    images = openmoji.openmoji_dataset(32, cache_dir=str(tmp_path / 'cache'), limit=32)
+    run = str(tmp_path / 'run')
+    # Logged every 3 steps, R1 every 4: most logged steps take no R1 themselves.
+    assert train.main(['--preset', 'tiny', '--file_pattern', images, '--model_dir', run,
+                       '--fid_inter', '0', '--metrics_inter', '3', '--total_iter', '12',
+                       '--set', 'r1_interval=4', '--set', 'gp_weight=1.0']) == 0
+    records, _ = checkpoints.read_metrics(run)
+    batch = config.make_config('tiny').batch_size
+    assert [record['n_images'] // batch for record in records] == [3, 6, 9, 12]
+    penalties = [record['gp'] for record in records]
+    assert penalties[0] == 0  # no update has taken R1 yet
+    assert all(gp > 0 for gp in penalties[1:]), penalties
+    # Step 12 takes its own R1, which enters its d_total at 4 times the logged weight.
+    last = records[-1]
+    np.testing.assert_allclose(last['d_total'] - last['d_loss'] - last['cr'], 4 * last['gp'],
+                               rtol=1e-4)
+
+
 def test_model_dir_naming_a_file_is_one_sentence(tmp_path, capsys):
     path = tmp_path / 'notes.txt'
     path.write_text('mine')
