@@ -89,7 +89,7 @@ def bench_fid(args):
     import fid
     import inception
 
-    num_images = 500 if args.quick else 2500
+    num_images = 250 if args.quick else 2500
     img_size = 32
     rows = []
     rng = np.random.default_rng(0)
