@@ -23,6 +23,8 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np
 
+import cli
+
 SECTIONS = {}
 
 
@@ -89,10 +91,7 @@ def bench_fid(args):
     import fid
     import inception
 
-    num_images = 250 if args.quick else 2500
-    img_size = 32
-    rows = []
-    rng = np.random.default_rng(0)
+    num_images, img_size, rows, rng = 50 if args.quick else 2500, 32, [], np.random.default_rng(0)
 
     def sample_fn(batch_size):
         # Smooth random images in [-1, 1], (B, 32, 32, 3): a stand-in for the EMA generator.
@@ -106,7 +105,7 @@ def bench_fid(args):
         rows.append(row('build FID Inception + load weights', time.perf_counter() - start, 's'))
 
         batch = np.asarray(rng.integers(0, 256, (50, img_size, img_size, 3)), dtype=np.uint8)
-        rows += _time_feature_extraction(extractor, batch, repeats=2 if args.quick else 4)
+        rows += _time_feature_extraction(extractor, batch, repeats=1 if args.quick else 4)
 
         options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
                        batch_size=50, stats_dir=os.path.join(workdir, 'cache'))
@@ -414,7 +413,7 @@ def bench_authors(args):
                 steps['authors'] = _authors_step(conf, args.authors_code)
                 steps['authors'](real)  # compile outside the timing
             except Exception as error:  # noqa: BLE001 - e.g. no XLA kernel for a gradient
-                steps.pop('authors')
+                steps.pop('authors', None)  # it may fail before or after it is built
                 rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, authors: train step',
                                 float('nan'), 'img/s', f'fails: {str(error).splitlines()[0][:120]}'))
             steps['ours'](real)
@@ -579,6 +578,8 @@ def main(argv=None):
         return _child(args.child)
     if args.authors_code and 'authors' in args.sections:
         os.environ['TF_USE_LEGACY_KERAS'] = '1'  # before TensorFlow loads: tf.keras is Keras 2
+    machine = cli.cpu_model()
+    print(f'CPU: {machine}', flush=True)  # speeds differ between CPU models: name it
     results = []
     for name in args.sections:
         print(f'== {name}', file=sys.stderr)
@@ -588,8 +589,8 @@ def main(argv=None):
         print(f'== {name} done in {time.perf_counter() - start:.1f} s', file=sys.stderr)
     print(format_table(results))
     if args.json:
-        meta = {'quick': args.quick, 'python': platform.python_version(), 'machine': platform.machine(),
-                'cpu_count': os.cpu_count(), 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
+        meta = {'quick': args.quick, 'python': platform.python_version(), 'cpu': machine,
+                'machine': platform.machine(), 'time': time.strftime('%Y-%m-%d %H:%M:%S')}
         with open(args.json, 'w') as file:
             json.dump({'meta': meta, 'results': results}, file, indent=2)
     return 0

@@ -29,6 +29,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+import cli  # noqa: E402  (the CPU model each result names)
 
 # Mode name -> train.py arguments on top of the demo preset; 'official' is the authors' recipe.
 MODES = {
@@ -176,12 +178,14 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     os.makedirs(args.out, exist_ok=True)
+    machine = cli.cpu_model()
+    print(f'CPU: {machine}', flush=True)
     results = {}
     for seed in args.seeds:
         for mode in args.modes:
             results[(mode, seed)] = run_once(mode, seed, args)
     with open(os.path.join(args.out, 'results.json'), 'w') as f:
-        json.dump([{'mode': mode, 'seed': seed, 'train_args': MODES[mode],
+        json.dump([{'mode': mode, 'seed': seed, 'train_args': MODES[mode], 'cpu': machine,
                     'evaluations': [{'n_images': images, 'train_seconds': seconds, 'fid': fid}
                                     for images, seconds, fid in fids]}
                    for (mode, seed), fids in results.items()], f, indent=2)
