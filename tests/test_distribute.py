@@ -15,6 +15,7 @@ sys.path.insert(0, ROOT)
 import config  # noqa: E402
 import model  # noqa: E402
 import gan  # noqa: E402
+from test_readme_commands import MULTIWORKER, run_command  # noqa: E402
 
 
 def _run_script(*args):
@@ -25,12 +26,20 @@ def _run_script(*args):
     return result.stdout
 
 
+@pytest.fixture(scope='module')
+def mirrored_reports():
+    """{r1_interval: report} of tests/scripts/mirrored_step.py, one process for both intervals:
+    logical devices must be set before TensorFlow initialises, so not in this process."""
+    return json.loads(_run_script(os.path.join(SCRIPTS, 'mirrored_step.py'), 'float32',
+                                  '1,4').splitlines()[-1])
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('r1_interval', [1, 4])
-def test_mirrored_step_equals_the_single_device_step(r1_interval):
+def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_reports):
     # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm; with
     # lazy R1, the update that takes the penalty (weighted by 4) on both.
-    report = json.loads(_run_script(os.path.join(SCRIPTS, 'mirrored_step.py'), 'float32',
-                                    str(r1_interval)).splitlines()[-1])
+    report = mirrored_reports[str(r1_interval)]
     assert report['metrics']['gp'] > 0
     assert report['replicas'] == 2
     assert report['n_images'] == [8, 8]
@@ -43,23 +52,28 @@ def test_mirrored_step_equals_the_single_device_step(r1_interval):
     assert report['zero_gradient_bias_diff'] <= 2 * 2e-4 * 1.01, report
 
 
-def test_two_workers_train_together(tmp_path):
-    from PIL import Image
-    images = tmp_path / 'images'
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    for index in range(64):
-        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(
-            images / f'{index}.png')
-    run = tmp_path / 'run'
-    output = _run_script(os.path.join(SCRIPTS, 'two_workers.py'), str(images), str(run), '3')
-    assert output.count('Done: 48 images seen') == 2, output
-    with open(run / 'metrics.jsonl') as f:
-        assert [json.loads(line)['n_images'] for line in f] == [16, 32, 48]
-    assert sorted(os.listdir(run / 'training-checkpoints'))[0] == 'checkpoint'
-    assert not [name for name in os.listdir(run) if name.startswith('.worker')]
+@pytest.mark.slow
+@pytest.mark.xdist_group('commands_multiworker')
+def test_two_workers_train_together(workspaces):
+    """Two worker processes on localhost, configured by TF_CONFIG, train 3 steps together into
+    one run folder: docs/distributed.md's multi-worker command, run once and shared with
+    tests/test_readme_commands.py, checked by check_two_workers (both workers finish with 48
+    images seen, metrics at 16, 32, 48, the checkpoint state file, no scratch folder left)."""
+    run_command(workspaces, MULTIWORKER)
 
 
+def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chief(monkeypatch):
+    import distribute
+    for variable in ('TF_CONFIG', 'TPU_NAME', 'COLAB_TPU_ADDR'):
+        monkeypatch.delenv(variable, raising=False)
+    strategy = distribute.make_strategy('auto')
+    assert strategy is tf.distribute.get_strategy() and distribute.is_chief(strategy)
+    assert distribute.broadcast_from_chief(strategy, 2.5, True) == 2.5
+    with pytest.raises(config.UserError, match='needs TF_CONFIG'):
+        distribute.make_strategy('multiworker')
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
 def test_mixed_precision_steps_train_with_float32_outputs(precision):
     conf = config.make_config('tiny', batch_size=4, precision=precision,

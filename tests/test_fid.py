@@ -14,7 +14,6 @@ import scipy.linalg
 import config
 import data
 import fid
-from conftest import HELPER_WEIGHTS
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -122,10 +121,11 @@ def _sample_fn(seed):
     return lambda batch_size: rng.uniform(-1, 1, (batch_size, 32, 32, 3)).astype(np.float32)
 
 
-def test_evaluator_caches_real_statistics(standard_extractor, fid_image_sets, tmp_path):
+def test_evaluator_caches_real_statistics(standard_extractor, fid_image_sets, tmp_path,
+                                          fid_weights):
     stats_dir = str(tmp_path / 'stats')
     options = dict(real_source=fid_image_sets['emoji'], img_size=32, n_real=6, n_gen=4,
-                   batch_size=6, stats_dir=stats_dir, inception_weights=HELPER_WEIGHTS, progress=False)
+                   batch_size=6, stats_dir=stats_dir, inception_weights=fid_weights, progress=False)
     evaluator = fid.FIDEvaluator(**options)
     assert evaluator.extractor is standard_extractor  # one network per process
     before = standard_extractor.num_images_processed
@@ -196,13 +196,13 @@ def test_evaluator_rejects_bad_input(fid_image_sets, tmp_path):
 
 # ---------------------------------------------------------------- CLI
 
-def test_cli_saves_and_reuses_statistics(fid_image_sets, tmp_path, capsys):
+def test_cli_saves_and_reuses_statistics(fid_image_sets, tmp_path, capsys, fid_weights):
     stats_path = str(tmp_path / 'emoji.npz')
     assert fid.main([fid_image_sets['emoji'], '--num', '8', '--save_stats', stats_path, '--kid',
-                     '--inception_weights', HELPER_WEIGHTS]) == 0
+                     '--inception_weights', fid_weights]) == 0
     assert os.path.isfile(stats_path)
     assert fid.main([stats_path, fid_image_sets['shapes'], '--num', '8', '--kid',
-                     '--inception_weights', HELPER_WEIGHTS]) == 0
+                     '--inception_weights', fid_weights]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[-2].startswith('FID: ') and float(lines[-2].split()[1]) > 0
     assert lines[-1].startswith('KID: ')
@@ -217,7 +217,8 @@ def test_cli_reports_bad_input_in_one_line(tmp_path, capsys):
     assert len(errors) == 3 and all(line.startswith('error: ') for line in errors)
 
 
-def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, capsys, fid_weights):
     """A real run folder (the old-run fixture, resumed for one step so that it records its
     data): fid.py --model_dir finds the reference in run.json, with no mock in between."""
     import train
@@ -235,7 +236,7 @@ def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, c
                        '--total_iter', '5', '--fid_inter', '0']) == 0
     capsys.readouterr()
     assert fid.main(['--model_dir', run, '--num', '12', '--cache_dir', str(tmp_path / 'cache'),
-                     '--inception_weights', HELPER_WEIGHTS]) == 0
+                     '--inception_weights', fid_weights]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     assert f'FID of 12 images of the EMA generator of {run} against 12 images of {eval_data}' in out
     value = float(out[-1].split()[1])
@@ -245,17 +246,18 @@ def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, c
         f'error: {tmp_path}/no_such_run is not a LadaGAN run folder: it has no config.json')
 
 
-def test_cli_skips_and_counts_undecodable_images(fid_image_sets, tmp_path, capsys):
+def test_cli_skips_and_counts_undecodable_images(fid_image_sets, tmp_path, capsys, fid_weights):
     folder = tmp_path / 'with_a_bad_file'
     shutil.copytree(fid_image_sets['emoji'], folder)
     (folder / 'broken.png').write_bytes(b'not an image')
     with pytest.warns(data.SkippedImagesWarning, match='Skipped 1 of 17 image files'):
         assert fid.main([str(folder), fid_image_sets['shapes'], '--batch_size', '8',
-                         '--inception_weights', HELPER_WEIGHTS]) == 0
+                         '--inception_weights', fid_weights]) == 0
     assert float(capsys.readouterr().out.strip().splitlines()[-1].split()[1]) > 0
 
 
-def test_cli_subprocess_prints_fid_and_fails_cleanly(fid_image_sets, tmp_path):
+@pytest.mark.slow
+def test_cli_subprocess_prints_fid_and_fails_cleanly(fid_image_sets, tmp_path, fid_weights):
     result = subprocess.run(
         [sys.executable, os.path.join(REPO_DIR, 'fid.py'), fid_image_sets['emoji'], fid_image_sets['shapes'],
          '--num', '4', '--batch_size', '4'],

@@ -13,8 +13,11 @@ import official
 FIXTURES = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures', 'official')
 
 
-@pytest.mark.parametrize('jit', [True, False], ids=['xla', 'no_xla'])  # GPU and CPU defaults
-@pytest.mark.parametrize('name', ['tiny32', 'tiny64'])
+# XLA (the GPU default) and not (the CPU default); the inner loop keeps tiny32 without XLA.
+@pytest.mark.parametrize('name, jit', [
+    pytest.param(name, jit, id=f'{name}-{"xla" if jit else "no_xla"}',
+                 marks=[] if (name, jit) == ('tiny32', False) else [pytest.mark.slow])
+    for name in ('tiny32', 'tiny64') for jit in (True, False)])
 def test_one_step_matches_the_official_step(name, jit):
     loaded = official.load_official_checkpoint(os.path.join(FIXTURES, name))
     expected = np.load(os.path.join(FIXTURES, name, 'expected.npz'))
@@ -84,6 +87,7 @@ def test_jit_auto_skips_xla_on_a_cpu():
     assert _tiny_gan(jit=True).xla is True
 
 
+@pytest.mark.slow
 def test_ema_starts_as_an_exact_copy_and_tracks_all_weights():
     ladagan = _tiny_gan(jit=False, ema_decay=0.5)
     for ema_weight, weight in zip(ladagan.ema_generator.weights, ladagan.generator.weights):
@@ -94,6 +98,7 @@ def test_ema_starts_as_an_exact_copy_and_tracks_all_weights():
         np.testing.assert_allclose(ema_weight, 0.5 * old + 0.5 * weight.numpy(), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_r1_is_taken_on_the_augmented_reals():
     # Official quirk: R1 penalises D's gradient at T(x), not at x. Swap DiffAugment for a
     # deterministic transform and compare the step's gp with both candidates.
@@ -107,6 +112,7 @@ def test_r1_is_taken_on_the_augmented_reals():
     np.testing.assert_allclose(metrics['gp'], on_augmented, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_bcr_step_adds_a_consistency_loss():
     ladagan = _tiny_gan(bcr=True, policy='color,translation,cutout', loss='rahinge')
     metrics = ladagan.train_step(tf.random.uniform([4, 32, 32, 3], -1, 1))
@@ -116,6 +122,7 @@ def test_bcr_step_adds_a_consistency_loss():
     assert all(np.isfinite(float(v)) for v in metrics.values())
 
 
+@pytest.mark.slow
 def test_given_noise_makes_the_step_reproducible():
     real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=1)
     d_noise, g_noise = np.random.default_rng(0).standard_normal([2, 4, 128], np.float32)
@@ -131,6 +138,7 @@ def test_given_noise_makes_the_step_reproducible():
 
 # ---------------------------------------------------------------- lazy R1 (r1_interval)
 
+@pytest.mark.slow
 @pytest.mark.parametrize('jit', [True, False], ids=['xla', 'no_xla'])
 def test_lazy_r1_takes_the_penalty_on_one_update_in_k_weighted_by_k(jit):
     ladagan = _tiny_gan(jit=jit, policy='', r1_interval=4)
@@ -151,6 +159,7 @@ def test_lazy_r1_takes_the_penalty_on_one_update_in_k_weighted_by_k(jit):
     assert int(ladagan.d_updates) == 8
 
 
+@pytest.mark.slow
 def test_lazy_r1_phase_is_checkpointed(tmp_path):
     ladagan = _tiny_gan(jit=False, policy='', r1_interval=4)
     real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=3)
@@ -163,6 +172,7 @@ def test_lazy_r1_phase_is_checkpointed(tmp_path):
     assert float(resumed.train_step(real)['gp']) > 0  # the 4th update takes R1, as it would have
 
 
+@pytest.mark.slow
 def test_r1_interval_one_is_the_every_step_penalty():
     # The default keeps the official step (test_one_step_matches_the_official_step): R1 at
     # gp_weight on every update, no conditional in the graph.

@@ -105,14 +105,21 @@ def test_same_seed_same_pixels_across_runs_and_batches(model, our_run, tmp_path)
 
 def test_images_use_the_training_quantisation(tmp_path):
     import tensorflow as tf
+
+    import export
     conf, generator = checkpoints.load_run_generator(OFFICIAL_TINY32)
     # The generator as one graph, as generate.py runs it (eager calls round differently in the
     # last bit, which can move one pixel across a quantisation step).
     graph = tf.function(lambda noise: generator(noise, training=False)[0], autograph=False)
-    images = graph(tf.constant(generate.seed_noise([2], conf.noise_dim)))
+    noise = tf.constant(generate.seed_noise([2], conf.noise_dim))
+    images = graph(noise)
     run_generate('--model_dir', OFFICIAL_TINY32, '--outdir', tmp_path, '--seeds', '2')
     np.testing.assert_array_equal(read_png(tmp_path / 'seed0002.png'),
                                   data.to_uint8(images.numpy())[0])
+    # The graph an export saves (noise to uint8 images) draws the same pixels.
+    exported = export.ImageGenerator(generator, conf.noise_dim).generate(noise)['images']
+    assert exported.dtype == tf.uint8
+    np.testing.assert_array_equal(exported.numpy()[0], read_png(tmp_path / 'seed0002.png'))
 
 
 @pytest.mark.parametrize('model', ['official', 'ours'])
@@ -213,6 +220,7 @@ def test_bad_model_source_one_line_exit_2(source, capsys, tmp_path):
     assert not outdir.exists()
 
 
+@pytest.mark.slow
 def test_bad_seeds_from_the_command_line(tmp_path):
     result = subprocess.run(
         [sys.executable, 'generate.py', '--model_dir', OFFICIAL_TINY32, '--outdir',
@@ -229,7 +237,7 @@ def test_bad_seeds_from_the_command_line(tmp_path):
 
 # ---------------------------------------------------------------- memorisation check
 
-def test_nearest_finds_a_training_image_planted_among_the_generated(our_run, tmp_path, capsys):
+def test_nearest_finds_a_training_image_planted_among_the_generated(our_run, tmp_path, capsys, fid_weights):
     import argparse
     from conftest import render_shape_images
     train_dir = render_shape_images(str(tmp_path / 'train'), 12, size=32)
@@ -247,7 +255,7 @@ def test_nearest_finds_a_training_image_planted_among_the_generated(our_run, tmp
         assert picture.size[0] > 300 and picture.size[1] > 200
 
 
-def test_nearest_from_the_command_line(our_run, tmp_path, capsys):
+def test_nearest_from_the_command_line(our_run, tmp_path, capsys, fid_weights):
     from conftest import render_shape_images
     train_dir = render_shape_images(str(tmp_path / 'train'), 10, size=32)
     run_generate('--model_dir', our_run, '--seeds', '0-3', '--nearest', '2', '--train_images',
@@ -279,6 +287,7 @@ np.save(sys.argv[3], session.run(['images'], {{'noise': noise.astype(np.float32)
 '''
 
 
+@pytest.mark.slow
 def test_export_reloads_without_the_project_and_gives_the_same_images(tmp_path):
     export_dir = tmp_path / 'exported'
     run_generate('--model_dir', OFFICIAL_TINY32, '--export', export_dir)

@@ -103,7 +103,8 @@ def _run(tmp_path, images, *extra):
     return run, DIVERGING + ['--file_pattern', images, '--model_dir', run] + list(extra)
 
 
-def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(tmp_path, images, capsys):
+@pytest.mark.slow
+def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(tmp_path, images, capsys, fid_weights):
     run, args = _run(tmp_path, images, '--total_iter', '12', '--set', 'fid_guard=stop')
     assert train.main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
@@ -119,7 +120,8 @@ def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(tmp_path, image
     assert [event['action'] for event in _events(run)] == ['stop']
 
 
-def test_rollback_restores_the_best_weights_and_optimizer_state(tmp_path, images, monkeypatch):
+@pytest.mark.slow
+def test_rollback_restores_the_best_weights_and_optimizer_state(tmp_path, images, monkeypatch, fid_weights):
     """A spy on the restore writes what it brought back, to compare with the best checkpoint on
     disk, key by key: weights, EMA, batch-norm statistics, Adam's slots and step, the RNG."""
     import numpy as np
@@ -158,7 +160,8 @@ def test_rollback_restores_the_best_weights_and_optimizer_state(tmp_path, images
         'd_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE') == np.float32(0.025)
 
 
-def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys):
+@pytest.mark.slow
+def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys, fid_weights):
     run, args = _run(tmp_path, images, '--total_iter', '40', '--set', 'fid_guard=off',
                      '--set', 'early_stop_patience=2')
     assert train.main(args) == 0
@@ -169,7 +172,8 @@ def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys):
     assert 'Early stop: no better FID than' in capsys.readouterr().out
 
 
-def test_a_resumed_run_keeps_the_guards_counters(tmp_path, images, capsys):
+@pytest.mark.slow
+def test_a_resumed_run_keeps_the_guards_counters(tmp_path, images, capsys, fid_weights):
     # Patience 3: the first run ends after 2 diverging evaluations; resumed, the third stops it.
     run, args = _run(tmp_path, images, '--set', 'fid_guard=stop', '--set',
                      'fid_guard_patience=3')

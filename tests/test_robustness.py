@@ -186,14 +186,21 @@ BAD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize('name, extra_args, mutate, message', BAD_INPUTS,
-                         ids=[case[0] for case in BAD_INPUTS])
+def _is_resume(case):
+    return case[2] is not None or case[0] == 'other architecture'
+
+
+# A resumed case needs `finished_run`, a real (2-step) training: those are slow.
+@pytest.mark.parametrize('name, extra_args, mutate, message', [
+    pytest.param(*case, id=case[0], marks=[pytest.mark.slow] if _is_resume(case) else [])
+    for case in BAD_INPUTS])
 def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(
-        name, extra_args, mutate, message, tmp_path, finished_run, dataset, capsys):
-    if mutate is None and name != 'other architecture':
+        name, extra_args, mutate, message, tmp_path, dataset, capsys, request):
+    if not _is_resume((name, extra_args, mutate, message)):
         run = str(tmp_path / 'fresh_run')
         args = TINY + ['--fid_inter', '0', '--model_dir', run]
     else:  # a resume of an existing run
+        finished_run = request.getfixturevalue('finished_run')
         run = str(tmp_path / 'run')
         shutil.copytree(finished_run[0], run)
         if mutate is not None:
@@ -210,6 +217,7 @@ def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(
     assert _tree(run) == before
 
 
+@pytest.mark.slow
 def test_bad_input_from_the_real_command_line(tmp_path):
     """The same answer from a process: exit code 2, one `error:` line, no traceback."""
     run = str(tmp_path / 'run')
@@ -245,6 +253,7 @@ def _read(path):
         return f.read()
 
 
+@pytest.mark.slow
 def test_sigkill_at_any_moment_then_the_same_command_resumes(tmp_path, dataset):
     run = str(tmp_path / 'run')
     ckpt_dir = os.path.join(run, 'training-checkpoints')
@@ -311,6 +320,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes(tmp_path, dataset):
     assert seen == list(range(BATCH, final_seen + 1, BATCH))
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_best_and_the_latest_save_resumes_from_the_best(
         tmp_path, finished_run, capsys):
     """A best checkpoint newer than the latest one (older versions wrote the best first, so a
@@ -377,6 +387,7 @@ def _stop_message(step, retries, last_good):
             'and halve them automatically.')
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize('nan_retries', [0, 1])
 def test_non_finite_values_stop_or_restore_and_are_never_saved(
         nan_retries, tmp_path, dataset, monkeypatch, capsys):
@@ -420,6 +431,7 @@ def test_non_finite_values_stop_or_restore_and_are_never_saved(
 
 # ---------------------------------------------------------------- determinism
 
+@pytest.mark.slow
 def test_same_seed_gives_identical_losses_on_cpu(tmp_path, finished_run):
     """`finished_run` trained in this process; the same command in a new process repeats it."""
     run, args = finished_run
@@ -474,15 +486,17 @@ def test_checkpoint_holds_every_weight(tmp_path):
     assert len(stored) == sum(len(net.weights) for net in nets.values())
 
 
-def test_a_kill_during_an_evaluation_loses_no_training(tmp_path, dataset):
+@pytest.mark.slow
+def test_a_kill_during_an_evaluation_loses_no_training(tmp_path, dataset, fid_weights):
     """The latest checkpoint is written before FID is evaluated; a SIGKILL in the middle of the
     evaluation leaves it, and the same command resumes from it and evaluates again."""
     run = str(tmp_path / 'run')
     ckpt_dir = os.path.join(run, 'training-checkpoints')
-    # 400 generated images make each evaluation last long enough to be killed inside it.
+    # 100 generated images make each evaluation last seconds (the FID network runs at 7 to 18
+    # img/s on a 2-core CPU): long enough to be killed inside it, milliseconds after it starts.
     command = [sys.executable, TRAIN] + TINY + [
         '--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2', '--total_iter', '4',
-        '--set', 'n_fid_real=40', '--set', 'n_fid_gen=400']
+        '--set', 'n_fid_real=40', '--set', 'n_fid_gen=100']
     process, log = _start(command, tmp_path / 'log1.txt')
     try:
         _wait_for(lambda: _latest(ckpt_dir)[1] == 2 * BATCH, process, 300,

@@ -4,6 +4,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 import checkpoints
 import config
@@ -19,6 +20,7 @@ def _image_statistics(images):
     return images.mean((0, 1, 2)), images.mean(0), images.std(0)
 
 
+@pytest.mark.slow
 def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     images = openmoji.openmoji_dataset(32, cache_dir=str(tmp_path / 'cache'), limit=256)
     run = str(tmp_path / 'run')
@@ -72,6 +74,7 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     assert 'batch_size=16' in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_lazy_r1_logs_the_latest_penalty_at_the_every_update_weight(tmp_path):
     images = openmoji.openmoji_dataset(32, cache_dir=str(tmp_path / 'cache'), limit=32)
     run = str(tmp_path / 'run')

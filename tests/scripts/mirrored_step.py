@@ -1,6 +1,10 @@
 """Run one LadaGAN step on a global batch of 8 with one device and with MirroredStrategy over
 two logical CPU devices, from the same weights, batch and noise; print the largest differences.
-Run as its own process: logical devices must be set before TensorFlow initialises."""
+Run as its own process: logical devices must be set before TensorFlow initialises.
+
+    python3 tests/scripts/mirrored_step.py [PRECISION [R1_INTERVALS]]   # e.g. float32 1,4
+
+prints one JSON line {r1_interval: report} after everything else."""
 import json
 import os
 import sys
@@ -36,9 +40,13 @@ def before_batch_norm(path):
 
 
 def main():
-    tf.keras.utils.set_random_seed(0)
     precision = sys.argv[1] if len(sys.argv) > 1 else 'float32'
-    r1_interval = int(sys.argv[2]) if len(sys.argv) > 2 else 1
+    intervals = [int(k) for k in sys.argv[2].split(',')] if len(sys.argv) > 2 else [1]
+    print(json.dumps({r1_interval: compare(precision, r1_interval) for r1_interval in intervals}))
+
+
+def compare(precision, r1_interval):
+    tf.keras.utils.set_random_seed(0)
     # Enough BN work to matter: the test preset has batch norm in D's encoder and G's decoder.
     conf = config.make_config('tiny', img_size=64, d_enc_dim=[8, 16, 32], dec_dim=[16],
                               batch_size=8, policy='', precision=precision,
@@ -55,7 +63,7 @@ def main():
                         r1_interval - 1)
     diffs = {k: float(np.abs(single[1][k] - mirrored[1][k]).max()) for k in single[1]}
     elements = np.concatenate([np.abs(single[1][k] - mirrored[1][k]).ravel() for k in single[1]])
-    print(json.dumps({
+    return {
         'replicas': mirrored_strategy.num_replicas_in_sync,
         'metric_diff': max(abs(single[0][k] - mirrored[0][k]) for k in single[0]),
         'weight_diff': max(diffs[k] for k in diffs if not before_batch_norm(k)),
@@ -68,7 +76,7 @@ def main():
         'max_element_diff': float(elements.max()),
         'fraction_within_1e-4': float((elements <= 1e-4).mean()),
         'n_images': [single[2], mirrored[2]],
-        'metrics': single[0]}))
+        'metrics': single[0]}
 
 
 if __name__ == '__main__':
