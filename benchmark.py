@@ -180,8 +180,10 @@ def _presets(args):
 
 
 def _peak_rss_mb():
-    import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """Peak resident MB of this process image (VmHWM; Linux): ru_maxrss would also count the
+    parent forked before exec, so a child of a large process would report the parent's size."""
+    with open('/proc/self/status') as f:
+        return next(int(line.split()[1]) for line in f if line.startswith('VmHWM:')) / 1024
 
 
 def _matmul_peak_macs_per_sec(dtype='float32', size=2048, repeats=10):
@@ -216,7 +218,7 @@ def _time_steps(step, steps):
 
 # Kernel names in a CPU trace: XLA's HLO names ('MatMul.12', 'transpose_copy_fusion.3') or, without
 # XLA, '<op name>:<op type>' ('.../Conv2DBackpropInput:_MklNativeConv2DBackpropInput'). Groups for
-# the README's performance section, matched on the lower-cased HLO name or op type, in order:
+# docs/performance.md, matched on the lower-cased HLO name or op type, in order:
 _OP_GROUPS = (('matmul', ('matmul', 'dot', 'einsum')), ('convolution', ('conv',)),
               ('transpose / copy', ('transpose', 'copy')), ('pooling', ('reduce-window', 'pool')),
               ('reductions (norms, softmax, means)', ('reduce', 'sum', 'mean', 'softmax')))
@@ -257,7 +259,6 @@ def _op_time_shares(logdir):
 def bench_train(args):
     """Training images/s per preset (median step after compilation), compile time, MFU."""
     import tensorflow as tf
-
     import config
     import model
     rows = []
@@ -397,7 +398,6 @@ def bench_authors(args):
     alternating step by step: the machine's speed drifts by 10% over minutes, so steps timed
     in separate runs cannot be compared to a few percent."""
     import tensorflow as tf
-
     import config
     if not args.authors_code:
         return [row('ours against the authors', float('nan'), '', 'needs --authors_code DIR')]

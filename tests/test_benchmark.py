@@ -1,4 +1,9 @@
 """benchmark.py runs end to end in its quick form, reports sane numbers and names its CPU."""
+import os
+import subprocess
+import sys
+
+import numpy as np
 import pytest
 
 import benchmark
@@ -30,3 +35,15 @@ def test_the_table_and_the_cpu_model():
     assert 'tiny: train step' in table and '123.5' in table and 'img/s' in table
     machine = cli.cpu_model()
     assert machine.split(', ')[1].endswith(' cores') and machine.split(', ')[0]
+
+
+def test_a_child_of_a_large_process_reports_its_own_peak_memory():
+    """The memory section measures each configuration in a child process: its peak must be the
+    child's own, not its parent's (Linux's ru_maxrss counts the forked parent image; seen when
+    the suite's 12 GB test process ran the quick benchmark, whose tiny child reported 17 GB)."""
+    ballast = np.ones(512 * 2**20 // 8)  # 512 MB, resident in this process
+    child = subprocess.run(
+        [sys.executable, '-c', 'import benchmark; print(benchmark._peak_rss_mb())'],
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
+        text=True, check=True)
+    assert 0 < float(child.stdout) < 256 < ballast.nbytes / 2**20, child.stdout
