@@ -533,6 +533,12 @@ def run_in_process(text, cwd, env):
     return subprocess.CompletedProcess(words, code, out.getvalue(), err.getvalue())
 
 
+def _with_this_interpreter(text):
+    """`python3 SCRIPT.py` as this interpreter running the project's SCRIPT.py."""
+    return re.sub(r'\bpython3 ([\w/]+\.py)\b',
+                  lambda m: f'{sys.executable} ' + os.path.join(ROOT, m.group(1)), text)
+
+
 def _seed_pretrained_cache(home):
     """The official tiny32 fixture, laid out as generate.py --pretrained ffhq_128 keeps a finished
     download (~/.cache/ladagan/pretrained/ffhq_128/): no network is needed to use it."""
@@ -583,8 +589,7 @@ class Workspaces:
         if spec.workers > 1:
             result = self._run_workers(text, spec.workers, cwd, env)
         elif spec.process:
-            text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
-                          + os.path.join(ROOT, m.group(1)), text)
+            text = _with_this_interpreter(text)
             text = re.sub(r'\bpython3 -m pytest (.*) tests\b', lambda m: f'{sys.executable} -m '
                           f'pytest {m.group(1)} {os.path.join(ROOT, "tests")}', text)
             result = subprocess.run(text, shell=True, cwd=cwd if 'pytest' not in text else ROOT,
@@ -597,8 +602,7 @@ class Workspaces:
     @staticmethod
     def _run_workers(text, workers, cwd, env):
         """A multi-worker command: one process per worker, on free local ports."""
-        text = re.sub(r'\bpython3 ([\w/]+\.py)\b', lambda m: f'{sys.executable} '
-                      + os.path.join(ROOT, m.group(1)), text)
+        text = _with_this_interpreter(text)
         for host, port in zip(('host1:12345', 'host2:12345'), free_ports(workers)):
             text = text.replace(host, f'127.0.0.1:{port}')
         processes = [subprocess.Popen(text.replace('"index": 0', f'"index": {index}'),
