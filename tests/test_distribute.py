@@ -34,7 +34,9 @@ def mirrored_reports():
                                   '1,4').splitlines()[-1])
 
 
+# Both intervals read one module fixture: one test process for both, or xdist runs it twice.
 @pytest.mark.slow
+@pytest.mark.xdist_group('mirrored_step')
 @pytest.mark.parametrize('r1_interval', [1, 4])
 def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_reports):
     # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm; with

@@ -3,8 +3,11 @@ README's code map names every file; the inner loop covers every module.
 
 tests/test_readme_commands.py runs every other command the README and docs/ show."""
 import ast
+import json
 import os
 import re
+import subprocess
+import sys
 
 from test_readme_commands import readme_commands
 
@@ -135,3 +138,50 @@ def test_the_inner_loop_covers_every_module():
                 covered.add(node.module.split('.')[0])
     missing = [name for name in _code_map() if name not in covered]
     assert not missing, f'no test of the inner loop imports {missing}'
+
+
+# Module fixtures that train or run a subprocess for a minute or more (measured serially:
+# mirrored_reports 150 s, reported_run 34 s, finished_run 25 s). xdist runs a module fixture once
+# per test process that needs it, so the tests reading one share an xdist group.
+SHARED_RUN_FIXTURES = ('mirrored_reports', 'reported_run', 'finished_run')
+
+
+COLLECT_GROUPS = """
+import json
+
+
+def pytest_collection_modifyitems(session, config, items):
+    import test_robustness
+    rows = []
+    for item in items:
+        readers = [name for name in {names!r} if name in item.fixturenames]
+        # The bad-input cases that resume ask for finished_run inside the test.
+        if item.originalname == 'test_bad_input_is_one_sentence_exit_2_and_changes_nothing':
+            params = item.callspec.params
+            if test_robustness._is_resume(tuple(params[key] for key in (
+                    'name', 'extra_args', 'mutate', 'message'))):
+                readers.append('finished_run')
+        marker = item.get_closest_marker('xdist_group')
+        rows.append([item.nodeid, readers, marker.args[0] if marker else None])
+    print('GROUPS ' + json.dumps(rows))
+"""
+
+
+def test_the_tests_reading_a_shared_run_share_one_test_process(tmp_path):
+    """The whole suite, collected in a process of its own, with a plugin that lists each test's
+    shared-run fixtures and xdist group."""
+    (tmp_path / 'collect_groups.py').write_text(COLLECT_GROUPS.format(names=SHARED_RUN_FIXTURES))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.path.join(ROOT, 'tests')]))
+    result = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-n', '0',
+                             '-p', 'collect_groups', 'tests'], cwd=ROOT, env=env,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    rows = json.loads(next(line for line in result.stdout.splitlines()
+                           if line.startswith('GROUPS '))[len('GROUPS '):])
+    groups = {name: set() for name in SHARED_RUN_FIXTURES}
+    for nodeid, readers, group in rows:
+        for name in readers:
+            groups[name].add(group)
+    assert all(groups.values()), groups  # every fixture still has readers
+    for name, found in groups.items():
+        assert len(found) == 1 and None not in found, (name, found)

@@ -30,7 +30,9 @@ def reported_run(tmp_path_factory, fid_weights):
     return run
 
 
+# The tests that read `reported_run` share one test process (xdist group), hence one run.
 @pytest.mark.slow
+@pytest.mark.xdist_group('reported_run')
 def test_the_report_is_one_file_with_everything_embedded(reported_run, tmp_path):
     moved = tmp_path / 'report.html'
     shutil.copy(os.path.join(reported_run, 'report.html'), moved)  # alone, away from the run
@@ -68,6 +70,7 @@ def _browser():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('reported_run')
 def test_the_report_opens_in_headless_chromium(reported_run):
     sync_playwright, executable = _browser()
     with sync_playwright() as playwright:

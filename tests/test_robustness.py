@@ -190,9 +190,14 @@ def _is_resume(case):
     return case[2] is not None or case[0] == 'other architecture'
 
 
-# A resumed case needs `finished_run`, a real (2-step) training: those are slow.
+# A resumed case needs `finished_run`, a real (2-step) training: those are slow, and share one
+# test process (xdist group) so that the run is trained once.
+FINISHED_RUN_GROUP = pytest.mark.xdist_group('finished_run')
+
+
 @pytest.mark.parametrize('name, extra_args, mutate, message', [
-    pytest.param(*case, id=case[0], marks=[pytest.mark.slow] if _is_resume(case) else [])
+    pytest.param(*case, id=case[0],
+                 marks=[pytest.mark.slow, FINISHED_RUN_GROUP] if _is_resume(case) else [])
     for case in BAD_INPUTS])
 def test_bad_input_is_one_sentence_exit_2_and_changes_nothing(
         name, extra_args, mutate, message, tmp_path, dataset, capsys, request):
@@ -321,6 +326,7 @@ def test_sigkill_at_any_moment_then_the_same_command_resumes(tmp_path, dataset):
 
 
 @pytest.mark.slow
+@FINISHED_RUN_GROUP
 def test_a_kill_between_the_best_and_the_latest_save_resumes_from_the_best(
         tmp_path, finished_run, capsys):
     """A best checkpoint newer than the latest one (older versions wrote the best first, so a
@@ -432,6 +438,7 @@ def test_non_finite_values_stop_or_restore_and_are_never_saved(
 # ---------------------------------------------------------------- determinism
 
 @pytest.mark.slow
+@FINISHED_RUN_GROUP
 def test_same_seed_gives_identical_losses_on_cpu(tmp_path, finished_run):
     """`finished_run` trained in this process; the same command in a new process repeats it."""
     run, args = finished_run
