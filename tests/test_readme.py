@@ -140,9 +140,9 @@ def test_the_inner_loop_covers_every_module():
     assert not missing, f'no test of the inner loop imports {missing}'
 
 
-# Module fixtures that train or run a subprocess for a minute or more (measured serially:
-# mirrored_reports 150 s, reported_run 34 s, finished_run 25 s). xdist runs a module fixture once
-# per test process that needs it, so the tests reading one share an xdist group.
+# Module fixtures that train or run a subprocess (measured in one process: mirrored_reports
+# 150 s, reported_run 34 s, finished_run 25 s). xdist builds a module fixture once in every test
+# process that needs it, so the tests reading one share an xdist group.
 SHARED_RUN_FIXTURES = ('mirrored_reports', 'reported_run', 'finished_run')
 
 
