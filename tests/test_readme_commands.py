@@ -409,8 +409,8 @@ COMMANDS = {
     'python3 generate.py --model_dir runs/cifar10 --seeds 0-7 --attn_maps --outdir out/': Run(
         'cifar10', check_attention_maps),
     # A process of its own: tf2onnx's conversion of the cifar10 generator peaks at 7.4 GB in a
-    # fresh process and keeps 4 GB after it; in the test process it went 10 GB over what the
-    # process held, and CI's out-of-memory killer ended that process.
+    # fresh process and keeps 4 GB after it; in a test process that held the earlier commands'
+    # memory it reached 17.9 GB, and CI's out-of-memory killer ended that process.
     'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
         'cifar10', check_export, process=True),
     'python3 fid.py data/cifar10/train out/fid50k': Run('cifar10', check_fid),
