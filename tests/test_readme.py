@@ -6,6 +6,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 
@@ -185,3 +186,56 @@ def test_the_tests_reading_a_shared_run_share_one_test_process(tmp_path):
     assert all(groups.values()), groups  # every fixture still has readers
     for name, found in groups.items():
         assert len(found) == 1 and None not in found, (name, found)
+
+
+CRASHING_TESTS = """
+import os
+import time
+
+import pytest
+
+
+# Two groups that a test process completes before the crash, then the crash in a third: without
+# --max-worker-restart 0, xdist 3.8 hands the replacement process the completed groups again, as
+# empty work, and the session waits forever (reproduced here).
+@pytest.mark.parametrize('index', range(3))
+@pytest.mark.xdist_group('first')
+def test_first(index):
+    time.sleep(0.2)
+
+
+@pytest.mark.parametrize('index', range(3))
+@pytest.mark.xdist_group('second')
+def test_second(index):
+    time.sleep(0.2)
+
+
+@pytest.mark.xdist_group('shared')
+def test_passes():
+    time.sleep(0.5)
+
+
+@pytest.mark.xdist_group('shared')
+def test_ends_its_process():
+    time.sleep(0.5)
+    os._exit(1)  # as the out-of-memory killer ends a test process
+
+
+@pytest.mark.parametrize('index', range(4))
+def test_elsewhere(index):
+    time.sleep(0.5)
+"""
+
+
+def test_a_crashed_test_process_fails_the_suite_instead_of_hanging_it(tmp_path):
+    """pytest-xdist 3.8 hangs under --dist loadgroup when it replaces a crashed test process
+    (pytest-dev/pytest-xdist#1323, #1327): a CI run once waited, idle, after the out-of-memory
+    killer ended one. pytest.ini's options, on a test that ends its own process: the suite must
+    end, failed, naming the crash."""
+    shutil.copy(os.path.join(ROOT, 'pytest.ini'), tmp_path)
+    (tmp_path / 'test_crash.py').write_text(CRASHING_TESTS)
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             'test_crash.py'], cwd=tmp_path, capture_output=True, text=True,
+                            timeout=120)  # a hang fails here
+    assert result.returncode != 0, result.stdout[-2000:]
+    assert 'crashed' in result.stdout, result.stdout[-2000:]
