@@ -239,3 +239,46 @@ def test_a_crashed_test_process_fails_the_suite_instead_of_hanging_it(tmp_path):
                             timeout=120)  # a hang fails here
     assert result.returncode != 0, result.stdout[-2000:]
     assert 'crashed' in result.stdout, result.stdout[-2000:]
+
+
+GROUPED_TESTS = """
+import os
+
+import pytest
+
+
+def _record_process():
+    with open(os.environ['GROUPED_PIDS'], 'a') as f:
+        f.write(f'{os.getpid()}\\n')
+
+
+# Adjacent, so that xdist's first round hands them to different processes unless it groups them.
+@pytest.mark.xdist_group('shared')
+def test_one():
+    _record_process()
+
+
+@pytest.mark.xdist_group('shared')
+def test_two():
+    _record_process()
+
+
+@pytest.mark.parametrize('index', range(8))
+def test_other(index):
+    pass
+"""
+
+
+def test_tests_of_one_xdist_group_run_in_one_test_process(tmp_path):
+    """The shared runs rely on it: pytest 9.2 with pytest-xdist 3.8 silently stopped grouping
+    (pytest-dev/pytest-xdist#1386), so each test process ran the quick benchmark and the
+    mirrored step again. pytest.ini's options, two tests of one group: one process."""
+    shutil.copy(os.path.join(ROOT, 'pytest.ini'), tmp_path)
+    (tmp_path / 'test_grouped.py').write_text(GROUPED_TESTS)
+    pids = tmp_path / 'pids.txt'
+    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                             'test_grouped.py'], cwd=tmp_path, capture_output=True, text=True,
+                            env=dict(os.environ, GROUPED_PIDS=str(pids)), timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert len(pids.read_text().split()) == 2
+    assert len(set(pids.read_text().split())) == 1, result.stdout[-2000:]
