@@ -5,8 +5,10 @@ Markers (pytest.ini): `slow` marks real training runs, subprocesses and XLA comp
 the inner loop (`python3 -m pytest -q -m "not slow" tests`) leaves out.
 """
 
+import json
 import os
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -21,6 +23,36 @@ import cli  # noqa: E402
 cli.import_tensorflow_quietly()
 
 import inception  # noqa: E402
+
+
+def pytest_collection_modifyitems(config, items):
+    """The slow tests first, each file's in its order. pytest-xdist hands out its work units
+    (an xdist group, or one test) in collection order after the largest groups, so a long test
+    collected last (tests/test_train.py's 500 steps) would start when the other test process
+    has nothing left to do; the short tests fill in at the end instead."""
+    items.sort(key=lambda item: item.get_closest_marker('slow') is None)
+
+
+def _peak_resident_mb():
+    """This process's peak resident memory so far (VmHWM), in MB."""
+    with open('/proc/self/status') as f:
+        return int(next(line for line in f if line.startswith('VmHWM:')).split()[1]) / 1024
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    """With LADAGAN_TEST_TIMELINE=FILE, one JSON line per test: its test process, when it
+    started, how long it took (set-up and teardown included) and the process's peak memory
+    after it; docs/testing.md reads the suite's balance and memory from it."""
+    started = time.time()
+    yield
+    path = os.environ.get('LADAGAN_TEST_TIMELINE')
+    if path:
+        with open(path, 'a') as f:
+            f.write(json.dumps({'test': item.nodeid, 'worker': os.environ.get(
+                'PYTEST_XDIST_WORKER', 'main'), 'start': round(started, 3),
+                'seconds': round(time.time() - started, 3),
+                'peak_mb': round(_peak_resident_mb())}) + '\n')
 
 
 @pytest.fixture(scope='session')

@@ -10,6 +10,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 from test_readme_commands import readme_commands
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -151,10 +153,10 @@ COLLECT_GROUPS = """
 import json
 
 
-def pytest_collection_modifyitems(session, config, items):
+def pytest_collection_finish(session):
     import test_robustness
     rows = []
-    for item in items:
+    for item in session.items:  # in the order the suite runs them
         readers = [name for name in {names!r} if name in item.fixturenames]
         # The bad-input cases that resume ask for finished_run inside the test.
         if item.originalname == 'test_bad_input_is_one_sentence_exit_2_and_changes_nothing':
@@ -163,29 +165,42 @@ def pytest_collection_modifyitems(session, config, items):
                     'name', 'extra_args', 'mutate', 'message'))):
                 readers.append('finished_run')
         marker = item.get_closest_marker('xdist_group')
-        rows.append([item.nodeid, readers, marker.args[0] if marker else None])
+        rows.append([item.nodeid, readers, marker.args[0] if marker else None,
+                     item.get_closest_marker('slow') is not None])
     print('GROUPS ' + json.dumps(rows))
 """
 
 
-def test_the_tests_reading_a_shared_run_share_one_test_process(tmp_path):
-    """The whole suite, collected in a process of its own, with a plugin that lists each test's
-    shared-run fixtures and xdist group."""
-    (tmp_path / 'collect_groups.py').write_text(COLLECT_GROUPS.format(names=SHARED_RUN_FIXTURES))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.path.join(ROOT, 'tests')]))
+@pytest.fixture(scope='module')
+def collected_suite(tmp_path_factory):
+    """The whole suite, collected in a process of its own, with a plugin that lists each test in
+    order: [nodeid, its shared-run fixtures, its xdist group, marked slow]."""
+    folder = tmp_path_factory.mktemp('collect')
+    (folder / 'collect_groups.py').write_text(COLLECT_GROUPS.format(names=SHARED_RUN_FIXTURES))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(folder), os.path.join(ROOT, 'tests')]))
     result = subprocess.run([sys.executable, '-m', 'pytest', '--collect-only', '-q', '-n', '0',
                              '-p', 'collect_groups', 'tests'], cwd=ROOT, env=env,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    rows = json.loads(next(line for line in result.stdout.splitlines()
+    return json.loads(next(line for line in result.stdout.splitlines()
                            if line.startswith('GROUPS '))[len('GROUPS '):])
+
+
+def test_the_tests_reading_a_shared_run_share_one_test_process(collected_suite):
     groups = {name: set() for name in SHARED_RUN_FIXTURES}
-    for nodeid, readers, group in rows:
+    for nodeid, readers, group, slow in collected_suite:
         for name in readers:
             groups[name].add(group)
     assert all(groups.values()), groups  # every fixture still has readers
     for name, found in groups.items():
         assert len(found) == 1 and None not in found, (name, found)
+
+
+def test_the_slow_tests_are_handed_out_first(collected_suite):
+    """conftest.py orders the slow tests first, so no long test starts last."""
+    slow = [row[3] for row in collected_suite]
+    assert any(slow) and not all(slow)
+    assert slow == sorted(slow, reverse=True), 'a slow test is collected after a fast one'
 
 
 CRASHING_TESTS = """
