@@ -203,6 +203,16 @@ def test_the_slow_tests_are_handed_out_first(collected_suite):
     assert slow == sorted(slow, reverse=True), 'a slow test is collected after a fast one'
 
 
+def _run_small_suite(folder, source, **env):
+    """`source` as the one test file of a suite in `folder`, run with pytest.ini's options; a
+    suite that hangs fails on the timeout."""
+    shutil.copy(os.path.join(ROOT, 'pytest.ini'), folder)
+    (folder / 'test_small.py').write_text(source)
+    return subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
+                           'test_small.py'], cwd=folder, capture_output=True, text=True,
+                          env=dict(os.environ, **env), timeout=120)
+
+
 CRASHING_TESTS = """
 import os
 import time
@@ -244,14 +254,10 @@ def test_elsewhere(index):
 
 def test_a_crashed_test_process_fails_the_suite_instead_of_hanging_it(tmp_path):
     """pytest-xdist 3.8 hangs under --dist loadgroup when it replaces a crashed test process
-    (pytest-dev/pytest-xdist#1323, #1327): a CI run once waited, idle, after the out-of-memory
+    (pytest-dev/pytest-xdist#1323, #1378): a CI run once waited, idle, after the out-of-memory
     killer ended one. pytest.ini's options, on a test that ends its own process: the suite must
     end, failed, naming the crash."""
-    shutil.copy(os.path.join(ROOT, 'pytest.ini'), tmp_path)
-    (tmp_path / 'test_crash.py').write_text(CRASHING_TESTS)
-    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                             'test_crash.py'], cwd=tmp_path, capture_output=True, text=True,
-                            timeout=120)  # a hang fails here
+    result = _run_small_suite(tmp_path, CRASHING_TESTS)
     assert result.returncode != 0, result.stdout[-2000:]
     assert 'crashed' in result.stdout, result.stdout[-2000:]
 
@@ -288,12 +294,8 @@ def test_tests_of_one_xdist_group_run_in_one_test_process(tmp_path):
     """The shared runs rely on it: pytest 9.2 with pytest-xdist 3.8 silently stopped grouping
     (pytest-dev/pytest-xdist#1386), so each test process ran the quick benchmark and the
     mirrored step again. pytest.ini's options, two tests of one group: one process."""
-    shutil.copy(os.path.join(ROOT, 'pytest.ini'), tmp_path)
-    (tmp_path / 'test_grouped.py').write_text(GROUPED_TESTS)
     pids = tmp_path / 'pids.txt'
-    result = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-p', 'no:cacheprovider',
-                             'test_grouped.py'], cwd=tmp_path, capture_output=True, text=True,
-                            env=dict(os.environ, GROUPED_PIDS=str(pids)), timeout=120)
+    result = _run_small_suite(tmp_path, GROUPED_TESTS, GROUPED_PIDS=str(pids))
     assert result.returncode == 0, result.stdout[-2000:]
     assert len(pids.read_text().split()) == 2
     assert len(set(pids.read_text().split())) == 1, result.stdout[-2000:]
