@@ -281,7 +281,8 @@ def load_run_generator(model_dir, ckpt='best', ema=True):
         raise UserError(f'{config_path} is not a valid LadaGAN config: {err}') from None
     for notice in notices:
         print(f'notice: {notice}')
-    generator = model_lib.build_generator(conf, name=name)
+    # Every weight comes from the checkpoint: assert_existing_objects_matched fails otherwise.
+    generator = model_lib.build_generator(conf, name=name, initialize=False)
     status = tf.train.Checkpoint(**{name: generator}).restore(prefix)
     status.expect_partial().assert_existing_objects_matched()
     return conf, generator
@@ -356,8 +357,10 @@ def check_run_checkpoints(model_dir, conf):
 
 def _architecture_misfit(prefix, conf):
     """Why the checkpoint's EMA generator and discriminator do not fit `conf`, or None."""
-    nets = dict(ema_generator=model_lib.build_generator(conf, name='ema_generator'),
-                discriminator=model_lib.build_discriminator(conf))
+    # Only the shapes matter here.
+    nets = dict(ema_generator=model_lib.build_generator(conf, name='ema_generator',
+                                                        initialize=False),
+                discriminator=model_lib.build_discriminator(conf, initialize=False))
     logger = tf.get_logger()
     level = logger.level
     # A failed restore leaves a pending one whose deletion logs every unrestored variable.

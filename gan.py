@@ -142,7 +142,8 @@ class LadaGAN(tf.Module):
         if ema_generator is None:
             # The official code's EMA starts from a fresh random init (a clone_model quirk);
             # ours starts as an exact copy of G.
-            ema_generator = model_lib.build_generator(conf, name='ema_generator')
+            ema_generator = model_lib.build_generator(conf, name='ema_generator',
+                                                      initialize=False)
             for ema_weight, weight in zip(ema_generator.weights, generator.weights):
                 ema_weight.assign(weight)
         self.ema_generator = ema_generator

@@ -258,19 +258,26 @@ def dtype_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
-def build_generator(conf, name='generator'):
+# initialize=False: for a network whose weights are assigned right after it is built (restored
+# from a checkpoint, or copied from G), whose initial values would be thrown away. The layers
+# that take the configured initializer start at zero instead of computing the orthogonal
+# initialiser's QR decompositions, which are most of the time a build takes.
+
+def build_generator(conf, name='generator', initialize=True):
     with dtype_policy(conf.precision):
         return Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
-                         mlp_dim=conf.g_mlp, initializer=conf.g_initializer,
+                         mlp_dim=conf.g_mlp,
+                         initializer=conf.g_initializer if initialize else 'zeros',
                          dec_dim=conf.dec_dim, attention=conf.attention,
                          noise_dim=conf.noise_dim, name=name)
 
 
-def build_discriminator(conf, name='discriminator'):
+def build_discriminator(conf, name='discriminator', initialize=True):
     with dtype_policy(conf.precision):
         return Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
                              out_dim=conf.d_out_dim, mlp_dim=conf.d_mlp, heads=conf.d_heads,
-                             initializer=conf.d_initializer, attention=conf.attention,
+                             initializer=conf.d_initializer if initialize else 'zeros',
+                             attention=conf.attention,
                              name=name)
 
 
@@ -337,7 +344,7 @@ def discriminator_stage_macs(conf, executed=False):
 
 def summary_table(conf):
     """A text table of parameters and MACs per stage for G and D."""
-    g, d = build_generator(conf), build_discriminator(conf)
+    g, d = build_generator(conf, initialize=False), build_discriminator(conf, initialize=False)
     lines = [f'{"model":<14}{"stage":<34}{"MACs":>14}']
     for label, stages, params in (('generator', generator_stage_macs(conf), count_params(g)),
                                   ('discriminator', discriminator_stage_macs(conf),

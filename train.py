@@ -101,9 +101,15 @@ class Trainer:
         self.write_dir = model_dir if self.chief else os.path.join(
             model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
         self.batch = conf.batch_size
+        self.resume_from, self.resume_is_best = self._checkpoint_to_resume()
+        # A network the checkpoint to resume holds starts from it: no initial values to draw
+        # (an old run's checkpoint may lack G, which then starts from the run's seed).
+        stored = ({name.split('/')[0] for name, _ in tf.train.list_variables(self.resume_from)}
+                  if self.resume_from else set())
         with strategy.scope():
-            generator = model_lib.build_generator(conf)
-            discriminator = model_lib.build_discriminator(conf)
+            generator = model_lib.build_generator(conf, initialize='generator' not in stored)
+            discriminator = model_lib.build_discriminator(
+                conf, initialize='discriminator' not in stored)
             state = dict(
                 fid=tf.Variable(float('nan'), name='fid'),
                 best_fid=tf.Variable(float('inf'), name='best_fid'),
@@ -155,25 +161,34 @@ class Trainer:
         return float(self.state[name].numpy())
 
     # ------------------------------------------------------------------ resume
-    def restore(self):
-        """Continue from the newest complete checkpoint of the run folder, if any."""
-        model_dir = self.model_dir
+    def _checkpoint_to_resume(self):
+        """(prefix, whether it is the best checkpoint) of the newest complete checkpoint of the
+        run folder, or (None, False) for a new run."""
         # Every worker resumes from the chief's checkpoints.
-        latest = tf.train.latest_checkpoint(os.path.join(model_dir, 'training-checkpoints'))
-        best = tf.train.latest_checkpoint(os.path.join(model_dir, 'best-training-checkpoints'))
+        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, 'training-checkpoints'))
+        best = tf.train.latest_checkpoint(os.path.join(self.model_dir,
+                                                       'best-training-checkpoints'))
         # The best checkpoint is written after the latest one of the same step, with that step's
         # FID: when it is as new or newer (a kill came between the two), resume from it.
         latest_images = (checkpoints.checkpoint_scalar(latest, 'n_images') or 0) if latest else 0
         if best and (not latest or
                      (checkpoints.checkpoint_scalar(best, 'n_images') or 0) >= latest_images > 0):
-            gan.restore_checkpoint(self.gan, self.checkpoint_objects, best)
-            self.last_good = best
-            print(f'Resumed from {best}{" instead, as new or newer" if latest else ""}: '
-                  f'{self.n_images:,} images seen, best FID {self.scalar("best_fid"):.3f}')
-        elif latest:
-            gan.restore_checkpoint(self.gan, self.checkpoint_objects, latest)
-            self.last_good = latest
-            print(f'Resumed from {latest}: {self.n_images:,} images seen, last FID '
+            return best, True
+        return latest, False
+
+    def restore(self):
+        """Continue from the newest complete checkpoint of the run folder, if any."""
+        prefix = self.resume_from
+        if prefix:
+            gan.restore_checkpoint(self.gan, self.checkpoint_objects, prefix)
+            self.last_good = prefix
+        if prefix and self.resume_is_best:
+            newer = ' instead, as new or newer' if tf.train.latest_checkpoint(
+                os.path.join(self.model_dir, 'training-checkpoints')) else ''
+            print(f'Resumed from {prefix}{newer}: {self.n_images:,} images seen, best FID '
+                  f'{self.scalar("best_fid"):.3f}')
+        elif prefix:
+            print(f'Resumed from {prefix}: {self.n_images:,} images seen, last FID '
                   f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
         self.train_seconds = self.scalar('train_seconds')

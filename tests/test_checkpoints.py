@@ -97,6 +97,37 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
         f'notice: --total_iter 6 replaces the recorded 5 of {run} (kept in run.json)']
 
 
+def test_a_resumed_run_takes_every_network_from_its_checkpoint(old_run):
+    """A network that the checkpoint to resume holds is built without drawing initial values
+    and restored from it: D and the EMA generator, value for value. This old run's checkpoint
+    holds G only through G's optimizer (its trainable variables): G is drawn, as in a new run,
+    then takes those values."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import model
+    run, _ = old_run
+    with open(os.path.join(run, 'config.json')) as f:
+        conf, _ = config.config_from_dict(json.load(f), 'config.json')
+    keras.utils.set_random_seed(conf.seed)  # as train.main does before it builds the Trainer
+    trainer = train.Trainer(conf, run, {'max_ckpt_to_keep': 1}, tf.distribute.get_strategy())
+    trainer.restore()
+    expected = {'discriminator': model.build_discriminator(conf, initialize=False),
+                'ema_generator': model.build_generator(conf, 'ema_generator', initialize=False)}
+    # Before it is read: the kernels that take the configured initializer are all zero.
+    assert not np.any(expected['discriminator'].weights[0].numpy())
+    tf.train.Checkpoint(**expected).read(trainer.resume_from).assert_existing_objects_matched()
+    for name, net in expected.items():
+        for weight, reference in zip(getattr(trainer.gan, name).weights, net.weights):
+            assert np.any(reference.numpy()) or 'bias' in weight.path, weight.path
+            np.testing.assert_array_equal(weight.numpy(), reference.numpy(), err_msg=weight.path)
+    reader = tf.train.load_checkpoint(trainer.resume_from)
+    for index, weight in enumerate(trainer.gan.generator.trainable_weights):
+        np.testing.assert_array_equal(weight.numpy(), reader.get_tensor(
+            f'g_optimizer/_trainable_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE'))
+
+
 def test_a_run_from_before_the_run_record_generates(old_run, tmp_path):
     run, _ = old_run
     assert generate.main(['--model_dir', run, '--seeds', '0-3', '--grid',
