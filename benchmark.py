@@ -255,10 +255,36 @@ def _op_time_shares(logdir):
     return [(group, value / total) for group, value in totals.most_common()]
 
 
+_MEASURED = {}  # spec (JSON) -> a child's report: the train and memory sections share each run
+
+
+def _measure_in_child(args, preset, jit, implementation='ours'):
+    """One training configuration timed in a process of its own (`_child`): its report, or
+    {'error': the reason it failed}. --profile traces ours there too, after the timing."""
+    import subprocess
+    profile = (os.path.join(args.profile, preset + ('_xla' if jit else '_noxla'))
+               if args.profile and implementation == 'ours' else None)
+    spec = json.dumps(dict(preset=preset, jit=jit, implementation=implementation,
+                           batch_size=args.batch_size, precision=args.precision,
+                           steps=3 if args.quick else args.steps,
+                           authors_code=args.authors_code, profile=profile))
+    if spec in _MEASURED:
+        return _MEASURED[spec]
+    result = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', spec],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+    if result.returncode == 0:
+        report = {**json.loads(result.stdout.strip().splitlines()[-1]), 'profile': profile}
+    else:  # e.g. the authors' 128 px step under XLA
+        lines = [line for line in result.stderr.splitlines() if 'Error' in line]
+        report = {'error': (lines or result.stderr.strip().splitlines() or ['no output'])[-1][:160]}
+    return _MEASURED.setdefault(spec, report)
+
+
 @section('train')
 def bench_train(args):
-    """Training images/s per preset (median step after compilation), compile time, MFU."""
-    import tensorflow as tf
+    """Training images/s per preset (median step after compilation), compile time, MFU; each
+    preset and mode in a process of its own, which the memory section reads too."""
     import config
     import model
     rows = []
@@ -273,12 +299,10 @@ def bench_train(args):
         conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision,
                                   jit=jit)
         label = preset + ('' if len(jit_modes) == 1 else ', XLA' if jit else ', no XLA')
-        our_step = _our_step(conf)
-        real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
-
-        def step():
-            our_step(real)
-        first, median = _time_steps(step, 3 if args.quick else args.steps)
+        report = _measure_in_child(args, preset, jit)
+        if 'error' in report:
+            raise RuntimeError(f'the {label} step failed: {report["error"]}')
+        first, median = report['first_step_s'], report['step_s']
         macs = (G_PASSES_PER_STEP * sum(m for _, m in model.generator_stage_macs(conf, True))
                 + D_PASSES_PER_STEP * sum(m for _, m in model.discriminator_stage_macs(conf, True)))
         note = f'batch {conf.batch_size}, {conf.precision}, XLA {jit}'
@@ -287,47 +311,32 @@ def bench_train(args):
                  row(f'{label}: model FLOPs utilisation', 100 * macs * conf.batch_size
                      / median / peak, '%', f'executed MACs of G and D passes / {compute_dtype} '
                      'matmul peak')]
-        if args.profile:
-            logdir = os.path.join(args.profile, preset + ('_xla' if jit else '_noxla'))
-            tf.profiler.experimental.start(logdir)
-            for _ in range(3):
-                step()
-            tf.profiler.experimental.stop()
-            rows += [row(f'{label}: kernel time, {group}', 100 * share, '%', f'trace in {logdir}')
-                     for group, share in _op_time_shares(logdir)]
+        if report['profile']:
+            rows += [row(f'{label}: kernel time, {group}', 100 * share, '%',
+                         f'trace in {report["profile"]}')
+                     for group, share in _op_time_shares(report['profile'])]
     return rows
 
 
 @section('memory')
 def bench_memory(args):
     """Peak resident memory (and step time) of training, per preset and mode, each measured in
-    a process of its own; with --authors_code, the authors' train_step beside ours."""
-    import subprocess
+    a process of its own (the train section's, when both run); with --authors_code, the
+    authors' train_step beside ours."""
+    import itertools
     rows = []
-    jit_modes = JIT_MODES[args.jit]
     implementations = ['ours'] + (['authors'] if args.authors_code else [])
-    for preset in _presets(args):
-        for jit in jit_modes:
-            for implementation in implementations:
-                spec = dict(preset=preset, jit=jit, implementation=implementation,
-                            batch_size=args.batch_size, precision=args.precision,
-                            steps=3 if args.quick else args.steps,
-                            authors_code=args.authors_code)
-                result = subprocess.run([sys.executable, os.path.abspath(__file__), '--child',
-                                         json.dumps(spec)], capture_output=True, text=True,
-                                        env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
-                label = f'{preset}, {"XLA" if jit else "no XLA"}, {implementation}'
-                note = f'batch {args.batch_size}, {args.precision}, process of its own'
-                if result.returncode != 0:  # e.g. the authors' 128 px step under XLA
-                    lines = [line for line in result.stderr.splitlines() if 'Error' in line]
-                    reason = (lines or result.stderr.strip().splitlines() or ['no output'])[-1]
-                    rows.append(row(f'{label}: peak resident memory', float('nan'), 'MB',
-                                    f'fails: {reason[:160]}'))
-                    continue
-                report = json.loads(result.stdout.strip().splitlines()[-1])
-                rows += [row(f'{label}: peak resident memory', report['peak_rss_mb'], 'MB', note),
-                         row(f'{label}: train step', args.batch_size / report['step_s'],
-                             'img/s', note)]
+    for preset, jit, implementation in itertools.product(_presets(args), JIT_MODES[args.jit],
+                                                         implementations):
+        report = _measure_in_child(args, preset, jit, implementation)
+        label = f'{preset}, {"XLA" if jit else "no XLA"}, {implementation}'
+        note = f'batch {args.batch_size}, {args.precision}, process of its own'
+        if 'error' in report:
+            rows.append(row(f'{label}: peak resident memory', float('nan'), 'MB',
+                            f'fails: {report["error"]}'))
+            continue
+        rows += [row(f'{label}: peak resident memory', report['peak_rss_mb'], 'MB', note),
+                 row(f'{label}: train step', args.batch_size / report['step_s'], 'img/s', note)]
     return rows
 
 
@@ -339,59 +348,6 @@ def _our_step(conf):
     return lambda real: float(ladagan.train_step(real)['d_loss'])
 
 
-def _import_authors(code_dir):
-    """(Generator, Discriminator, LadaGAN, get_loss) of the authors' TensorFlow code, from
-    their checkout at `code_dir` (never copied here). Their modules share names with ours
-    (model, diffaug, fid, config): ours step out of sys.modules while theirs load, and come
-    back after, so both can run in one process."""
-    import importlib
-    names = ('model', 'diffaug', 'fid', 'utils', 'config', 'trainer')
-    ours = {name: sys.modules.pop(name) for name in names if name in sys.modules}
-    folder = os.path.join(code_dir, 'tensorflow')
-    sys.path.insert(0, folder)
-    try:
-        their_model = importlib.import_module('model')
-        return (their_model.Generator, their_model.Discriminator,
-                importlib.import_module('trainer').LadaGAN,
-                importlib.import_module('utils').get_loss)
-    finally:
-        sys.path.remove(folder)
-        for name in names:
-            sys.modules.pop(name, None)
-        sys.modules.update(ours)
-
-
-def _authors_step(conf, code_dir):
-    """The authors' train_step on the same config (Keras 2 code: TF_USE_LEGACY_KERAS=1 and
-    tf_keras installed). Their step is always XLA-compiled; without XLA, the same Python
-    function is compiled without it."""
-    import types
-
-    import tensorflow as tf
-    Generator, Discriminator, LadaGAN, get_loss = _import_authors(code_dir)
-    generator = Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
-                          mlp_dim=conf.g_mlp, dec_dim=conf.dec_dim)
-    generator(tf.zeros([1, conf.noise_dim]))
-    discriminator = Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
-                                  out_dim=conf.d_out_dim, heads=conf.d_heads,
-                                  mlp_dim=conf.d_mlp, initializer=conf.d_initializer)
-    discriminator(tf.zeros([1, conf.img_size, conf.img_size, 3]))
-    trainer = LadaGAN(generator=generator, discriminator=discriminator,
-                      conf=types.SimpleNamespace(**conf.to_dict()))
-    g_loss, d_loss = get_loss(conf.loss)
-    trainer.build(g_optimizer=tf.keras.optimizers.Adam(conf.g_lr, conf.g_beta1, conf.g_beta2),
-                  d_optimizer=tf.keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2),
-                  g_loss=g_loss, d_loss=d_loss)
-    if not conf.jit:
-        trainer.train_step = tf.function(types.MethodType(
-            LadaGAN.train_step.python_function, trainer))
-
-    def step(real):
-        trainer.train_step(real)
-        return float(trainer.train_metrics['d_loss'].result())
-    return step
-
-
 @section('authors')
 def bench_authors(args):
     """Training images/s of ours and of the authors' train_step (--authors_code) in one process,
@@ -399,6 +355,7 @@ def bench_authors(args):
     in separate runs cannot be compared to a few percent."""
     import tensorflow as tf
     import config
+    import official
     if not args.authors_code:
         return [row('ours against the authors', float('nan'), '', 'needs --authors_code DIR')]
     rows = []
@@ -410,7 +367,7 @@ def bench_authors(args):
             real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
             steps = {'ours': _our_step(conf)}
             try:
-                steps['authors'] = _authors_step(conf, args.authors_code)
+                steps['authors'] = official.authors_train_step(conf, args.authors_code)
                 steps['authors'](real)  # compile outside the timing
             except Exception as error:  # noqa: BLE001 - e.g. no XLA kernel for a gradient
                 steps.pop('authors', None)  # it may fail before or after it is built
@@ -432,20 +389,28 @@ def bench_authors(args):
 
 def _child(spec):
     """One training configuration in a fresh process: build it, time its steps, and print
-    {'peak_rss_mb', 'first_step_s', 'step_s'} as JSON."""
+    {'peak_rss_mb', 'first_step_s', 'step_s'} as JSON; with a profile folder, then trace 3
+    more steps into it (after the peak memory is read)."""
     spec = json.loads(spec)
     if spec['implementation'] == 'authors':
         os.environ['TF_USE_LEGACY_KERAS'] = '1'  # tf.keras is then Keras 2, as their code needs
     import tensorflow as tf
 
     import config
+    import official
     conf = config.make_config(spec['preset'], batch_size=spec['batch_size'],
                               precision=spec['precision'], jit=spec['jit'])
-    step = (_authors_step(conf, spec['authors_code']) if spec['implementation'] == 'authors'
-            else _our_step(conf))
+    step = (official.authors_train_step(conf, spec['authors_code'])
+            if spec['implementation'] == 'authors' else _our_step(conf))
     real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
     first, median = _time_steps(lambda: step(real), spec['steps'])
-    print(json.dumps({'peak_rss_mb': _peak_rss_mb(), 'first_step_s': first, 'step_s': median}))
+    report = {'peak_rss_mb': _peak_rss_mb(), 'first_step_s': first, 'step_s': median}
+    if spec['profile']:
+        tf.profiler.experimental.start(spec['profile'])
+        for _ in range(3):
+            step(real)
+        tf.profiler.experimental.stop()
+    print(json.dumps(report))
     return 0
 
 
@@ -563,7 +528,7 @@ def parse_args(argv=None):
     parser.add_argument('--authors_code', default=None, metavar='DIR',
                         help="authors and memory sections: the authors' step, from a checkout of "
                              'github.com/milmor/LadaGAN at DIR (needs pip install tf_keras)')
-    parser.add_argument('--child', default=None, help=argparse.SUPPRESS)  # memory's processes
+    parser.add_argument('--child', default=None, help=argparse.SUPPRESS)  # one measurement
     args = parser.parse_args(argv)
     args.sections = list(SECTIONS) if args.only is None else [name.strip() for name in args.only.split(',') if name.strip()]
     unknown = [name for name in args.sections if name not in SECTIONS]

@@ -4,12 +4,14 @@ The authors' TensorFlow code (Keras 2) names variables by its object graph, e.g.
 `ema_generator/block_8/attn/wq/kernel`; Keras 3 names the same variables differently, so they
 are read one by one through an explicit map (official_variable_map), never by
 tf.train.Checkpoint.restore on our models. download_official_checkpoint fetches their Hugging
-Face releases (cifar10, celeba_64, ffhq_128, bedroom_128).
+Face releases (cifar10, celeba_64, ffhq_128, bedroom_128). authors_train_step runs their own
+training step from a checkout of their code, for benchmark.py.
 """
 import json
 import os
 import shutil
 import socket
+import sys
 import tempfile
 import urllib.parse
 import urllib.request
@@ -141,12 +143,18 @@ def load_official_checkpoint(path):
               for key, shape in reader.get_variable_to_shape_map().items()
               if key.endswith(_OFFICIAL_SUFFIX)}
 
-    models = {'generator': model_lib.build_generator(conf, 'generator'),
-              'ema_generator': model_lib.build_generator(conf, 'ema_generator'),
-              'discriminator': model_lib.build_discriminator(conf, 'discriminator')}
+    # Built without initial values: every weight is assigned from the checkpoint below.
+    models = {'generator': model_lib.build_generator(conf, 'generator', initialize=False),
+              'ema_generator': model_lib.build_generator(conf, 'ema_generator', initialize=False),
+              'discriminator': model_lib.build_discriminator(conf, 'discriminator',
+                                                             initialize=False)}
     wanted = {}
     for prefix_name, net in models.items():
-        wanted.update(official_variable_map(net, prefix_name))
+        mapped = official_variable_map(net, prefix_name)
+        unmapped = [w.path for w in net.weights if all(w is not v for v in mapped.values())]
+        if unmapped:  # a weight the map forgot would stay at zero
+            raise RuntimeError(f'official_variable_map misses {prefix_name} weights {unmapped}')
+        wanted.update(mapped)
     model_keys = {key for key in stored if key.split('/')[0] in models}
     missing = sorted(set(wanted) - model_keys)
     unexpected = sorted(model_keys - set(wanted))
@@ -270,3 +278,57 @@ def download_official_checkpoint(name, dest_dir=None, repo_id=OFFICIAL_HUB_REPO)
         if created_dest_dir and os.path.isdir(dest_dir) and not os.listdir(dest_dir):
             os.rmdir(dest_dir)
     return folder
+
+
+# ---------------------------------------------------------------- the authors' code
+
+def import_authors_code(code_dir):
+    """(Generator, Discriminator, LadaGAN, get_loss) of the authors' TensorFlow code, from
+    their checkout at `code_dir` (never copied here). Their modules share names with ours
+    (model, diffaug, fid, config): ours step out of sys.modules while theirs load, and come
+    back after, so both can run in one process."""
+    import importlib
+    names = ('model', 'diffaug', 'fid', 'utils', 'config', 'trainer')
+    ours = {name: sys.modules.pop(name) for name in names if name in sys.modules}
+    folder = os.path.join(code_dir, 'tensorflow')
+    sys.path.insert(0, folder)
+    try:
+        their_model = importlib.import_module('model')
+        return (their_model.Generator, their_model.Discriminator,
+                importlib.import_module('trainer').LadaGAN,
+                importlib.import_module('utils').get_loss)
+    finally:
+        sys.path.remove(folder)
+        for name in names:
+            sys.modules.pop(name, None)
+        sys.modules.update(ours)
+
+
+def authors_train_step(conf, code_dir):
+    """The authors' train_step on the same config (Keras 2 code: TF_USE_LEGACY_KERAS=1 and
+    tf_keras installed). Their step is always XLA-compiled; without XLA, the same Python
+    function is compiled without it."""
+    import types
+
+    Generator, Discriminator, LadaGAN, get_loss = import_authors_code(code_dir)
+    generator = Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
+                          mlp_dim=conf.g_mlp, dec_dim=conf.dec_dim)
+    generator(tf.zeros([1, conf.noise_dim]))
+    discriminator = Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
+                                  out_dim=conf.d_out_dim, heads=conf.d_heads,
+                                  mlp_dim=conf.d_mlp, initializer=conf.d_initializer)
+    discriminator(tf.zeros([1, conf.img_size, conf.img_size, 3]))
+    trainer = LadaGAN(generator=generator, discriminator=discriminator,
+                      conf=types.SimpleNamespace(**conf.to_dict()))
+    g_loss, d_loss = get_loss(conf.loss)
+    trainer.build(g_optimizer=tf.keras.optimizers.Adam(conf.g_lr, conf.g_beta1, conf.g_beta2),
+                  d_optimizer=tf.keras.optimizers.Adam(conf.d_lr, conf.d_beta1, conf.d_beta2),
+                  g_loss=g_loss, d_loss=d_loss)
+    if not conf.jit:
+        trainer.train_step = tf.function(types.MethodType(
+            LadaGAN.train_step.python_function, trainer))
+
+    def step(real):
+        trainer.train_step(real)
+        return float(trainer.train_metrics['d_loss'].result())
+    return step
