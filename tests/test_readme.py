@@ -203,6 +203,24 @@ def test_the_slow_tests_are_handed_out_first(collected_suite):
     assert slow == sorted(slow, reverse=True), 'a slow test is collected after a fast one'
 
 
+def test_the_timeline_has_one_line_per_test(tmp_path, monkeypatch, request):
+    """LADAGAN_TEST_TIMELINE=FILE (docs/testing.md): conftest.py's hook appends, per test, its
+    test process, start, duration and the process's peak memory. Driven here around this test."""
+    import conftest
+    path = tmp_path / 'timeline.jsonl'
+    monkeypatch.setenv('LADAGAN_TEST_TIMELINE', str(path))
+    for _ in range(2):
+        hook = conftest.pytest_runtest_protocol(request.node, None)
+        next(hook)  # the test would run here
+        with pytest.raises(StopIteration):
+            next(hook)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert len(rows) == 2 and rows[0]['test'] == request.node.nodeid
+    assert rows[0]['worker'] == os.environ.get('PYTEST_XDIST_WORKER', 'main')
+    assert 0 <= rows[0]['seconds'] < 5 and rows[0]['start'] <= rows[1]['start']
+    assert 100 < rows[0]['peak_mb'] <= rows[1]['peak_mb']  # this process, TensorFlow loaded
+
+
 def _run_small_suite(folder, source, **env):
     """`source` as the one test file of a suite in `folder`, run with pytest.ini's options; a
     suite that hangs fails on the timeout."""
