@@ -102,8 +102,8 @@ class Trainer:
             model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
         self.batch = conf.batch_size
         self.resume_from, self.resume_is_best = self._checkpoint_to_resume()
-        # A network the checkpoint to resume holds starts from it: no initial values to draw
-        # (an old run's checkpoint may lack G, which then starts from the run's seed).
+        # A network the checkpoint to resume holds starts from it: no initial values to draw.
+        # (Old runs' checkpoints hold G only through G's optimizer: G is drawn, then restored.)
         stored = ({name.split('/')[0] for name, _ in tf.train.list_variables(self.resume_from)}
                   if self.resume_from else set())
         with strategy.scope():
