@@ -255,9 +255,6 @@ def _op_time_shares(logdir):
     return [(group, value / total) for group, value in totals.most_common()]
 
 
-_MEASURED = {}  # spec (JSON) -> a child's report: the train and memory sections share each run
-
-
 def _measure_in_child(args, preset, jit, implementation='ours'):
     """One training configuration timed in a process of its own (`_child`): its report, or
     {'error': the reason it failed}. --profile traces ours there too, after the timing."""
@@ -268,8 +265,8 @@ def _measure_in_child(args, preset, jit, implementation='ours'):
                            batch_size=args.batch_size, precision=args.precision,
                            steps=3 if args.quick else args.steps,
                            authors_code=args.authors_code, profile=profile))
-    if spec in _MEASURED:
-        return _MEASURED[spec]
+    if spec in args.measured:  # the train and memory sections share each child's report
+        return args.measured[spec]
     result = subprocess.run([sys.executable, os.path.abspath(__file__), '--child', spec],
                             capture_output=True, text=True,
                             env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
@@ -278,7 +275,7 @@ def _measure_in_child(args, preset, jit, implementation='ours'):
     else:  # e.g. the authors' 128 px step under XLA
         lines = [line for line in result.stderr.splitlines() if 'Error' in line]
         report = {'error': (lines or result.stderr.strip().splitlines() or ['no output'])[-1][:160]}
-    return _MEASURED.setdefault(spec, report)
+    return args.measured.setdefault(spec, report)
 
 
 @section('train')
@@ -530,6 +527,7 @@ def parse_args(argv=None):
                              'github.com/milmor/LadaGAN at DIR (needs pip install tf_keras)')
     parser.add_argument('--child', default=None, help=argparse.SUPPRESS)  # one measurement
     args = parser.parse_args(argv)
+    args.measured = {}  # spec (JSON) -> a child's report, for this run of the benchmark only
     args.sections = list(SECTIONS) if args.only is None else [name.strip() for name in args.only.split(',') if name.strip()]
     unknown = [name for name in args.sections if name not in SECTIONS]
     if unknown or not args.sections:
