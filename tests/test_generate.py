@@ -90,6 +90,34 @@ def test_slerp_endpoints_and_loop():
 
 # ---------------------------------------------------------------- images
 
+class _RecordingSampler:
+    """Stands in for export.ImageGenerator: each 'image' is its noise row, and every batch's
+    noise is kept, to see where each seed was computed."""
+
+    def __init__(self):
+        self.batches = []
+
+    def generate_with_attention(self, noise):
+        self.batches.append(noise.numpy())
+        return noise, [noise[:, None, :]]
+
+
+def test_each_seed_is_computed_at_its_own_row_of_a_full_batch():
+    sampler = _RecordingSampler()
+    seeds = [53, 3, 5, 51, 3]
+    batches = list(generate.generate_seed_batches(sampler, seeds, noise_dim=4, batch_size=50))
+    # Batches in the order of their first seed; seeds within a batch in the order asked.
+    assert [block_seeds for block_seeds, _, _ in batches] == [[53, 51], [3, 5, 3]]
+    noise = generate.seed_noise(range(60), 4)
+    first, second = sampler.batches
+    assert first.shape == second.shape == (50, 4)
+    np.testing.assert_array_equal(first[[3, 1]], noise[[53, 51]])
+    np.testing.assert_array_equal(second[[3, 5]], noise[[3, 5]])
+    assert not first[[0, 2, 4]].any() and not second[[0, 1, 2, 4]].any()  # unused rows: zeros
+    np.testing.assert_array_equal(batches[1][1], noise[[3, 5, 3]])
+    np.testing.assert_array_equal(batches[1][2][0][:, 0], noise[[3, 5, 3]])
+
+
 @pytest.mark.parametrize('model', ['official', 'ours'])
 def test_same_seed_same_pixels_across_runs_and_batches(model, our_run, tmp_path):
     model_dir = OFFICIAL_TINY32 if model == 'official' else our_run
