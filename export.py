@@ -24,13 +24,16 @@ Exported by ladagan's `generate.py --export` from `{source}` ({generator} genera
     import tensorflow as tf
 
     generator = tf.saved_model.load('{folder}')
-    noise = np.random.RandomState(0).randn(1, {noise_dim}).astype(np.float32)  # seed 0
+    noise = np.zeros(({batch}, {noise_dim}), np.float32)
+    noise[0] = np.random.RandomState(0).randn({noise_dim})  # seed 0 at row 0 % {batch}
     images = generator.signatures['serving_default'](noise=tf.constant(noise))['images']
-    # images: (1, {img_size}, {img_size}, 3) uint8, the picture generate.py saves as seed0000.png
+    # images[0]: ({img_size}, {img_size}, 3) uint8, the picture generate.py saves as seed0000.png
 
 One row of noise per image, standard normal, `noise_dim` = {noise_dim}; `generate.py` draws the
-row of seed S as `np.random.RandomState(S).randn({noise_dim})`. `generator.generate(noise)` is
-the same function. {onnx}
+row of seed S as `np.random.RandomState(S).randn({noise_dim})` and computes it at row S % {batch}
+of a batch of {batch} (`gen_batch_size`): CPU kernels round a row by its position and the
+batch size, so another layout can move a pixel by one 8-bit level. Any batch size works.
+`generator.generate(noise)` is the same function. {onnx}
 '''
 
 ONNX_USAGE = '''`generator.onnx` is the same network for ONNX Runtime (input `noise`, output `images`):
@@ -107,7 +110,7 @@ def export_generator(generator, conf, export_dir, source='a run', ema=True):
         with open(os.path.join(staging, 'README.md'), 'w') as f:
             f.write(USAGE.format(source=source, generator='EMA' if ema else 'raw',
                                  img_size=conf.img_size, noise_dim=conf.noise_dim,
-                                 folder=export_dir,
+                                 batch=conf.gen_batch_size, folder=export_dir,
                                  onnx=ONNX_USAGE.format(folder=export_dir) if with_onnx else
                                  'Install tf2onnx and export again for an ONNX file as well.'))
         if os.path.isdir(export_dir):

@@ -1,5 +1,6 @@
 """generate.py: seeds, grids, interpolation GIFs, attention maps and its errors."""
 
+import json
 import os
 import subprocess
 import sys
@@ -306,12 +307,14 @@ import numpy as np
 import tensorflow as tf
 assert not any(name in sys.modules for name in ('gan', 'model', 'ladaformer', 'config'))
 generator = tf.saved_model.load(sys.argv[1])
-noise = np.stack([np.random.RandomState(seed).randn({noise_dim}) for seed in range(4)])
-images = generator.signatures['serving_default'](noise=tf.constant(noise, tf.float32))['images']
-np.save(sys.argv[2], images.numpy())
+# Seeds 0-3 at rows 0-3 of a batch of gen_batch_size, as generate.py computes them.
+noise = np.zeros(({batch}, {noise_dim}), np.float32)
+noise[:4] = np.stack([np.random.RandomState(seed).randn({noise_dim}) for seed in range(4)])
+images = generator.signatures['serving_default'](noise=tf.constant(noise))['images']
+np.save(sys.argv[2], images.numpy()[:4])
 import onnxruntime
 session = onnxruntime.InferenceSession(sys.argv[1] + '/generator.onnx')
-np.save(sys.argv[3], session.run(['images'], {{'noise': noise.astype(np.float32)}})[0])
+np.save(sys.argv[3], session.run(['images'], {{'noise': noise}})[0][:4])
 '''
 
 
@@ -326,7 +329,9 @@ def test_export_reloads_without_the_project_and_gives_the_same_images(tmp_path):
     run_generate('--model_dir', OFFICIAL_TINY32, '--seeds', '0-3', '--outdir', tmp_path / 'png')
     # A fresh process, isolated (-I: no PYTHONPATH, not the project's folder on sys.path).
     script = tmp_path / 'load.py'
-    script.write_text(_LOAD_EXPORTED.format(noise_dim=128))
+    exported_conf = json.loads((export_dir / 'config.json').read_text())
+    script.write_text(_LOAD_EXPORTED.format(noise_dim=exported_conf['noise_dim'],
+                                            batch=exported_conf['gen_batch_size']))
     result = subprocess.run([sys.executable, '-I', str(script), str(export_dir),
                              str(tmp_path / 'saved.npy'), str(tmp_path / 'onnx.npy')],
                             cwd=tmp_path, capture_output=True, text=True, timeout=300,
