@@ -3,9 +3,9 @@ attention maps of every generator stage and head, a memorisation check, and an e
 
 Each seed is its own image: its noise is np.random.RandomState(seed).randn(noise_dim), so a seed
 gives the same picture on every run, whatever other seeds are asked for (see
-generate_seed_batches). The EMA generator of the best-FID
-checkpoint is used unless --no_ema / --ckpt latest say otherwise. --model_dir takes a run folder
-of ours or an official model folder (config.json + best-training-checkpoints/).
+generate_seed_batches). The EMA generator of the best-FID checkpoint is used unless --no_ema /
+--ckpt latest say otherwise. --model_dir takes a run folder of ours or an official model folder
+(config.json + best-training-checkpoints/).
 
     # 64 images from a run of ours: out/cifar10/seed0000.png ... seed0063.png
     python generate.py --model_dir runs/cifar10 --outdir out/cifar10 --seeds 0-63
