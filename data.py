@@ -323,16 +323,21 @@ def _check_some_decodable(files, img_size, center_crop, sample_size=32):
     """Streaming mode cannot decode everything up front: fail early if a sample is all unreadable."""
     sample = files[:sample_size]
     if all(try_decode(path, img_size, center_crop)[0] is None for path in sample):
-        raise UserError(f'None of the first {len(sample)} image files could be decoded '
-                        f'(e.g. {sample[0]!r}); check the dataset path.')
+        which = (f'the {len(files)}' if len(sample) == len(files) else
+                 f'the first {len(sample)} of {len(files)}')
+        raise UserError(f'None of {which} image files could be decoded (e.g. {sample[0]!r}); '
+                        'check the dataset path.')
 
 
 def check_train_images(file_pattern, img_size, batch_size, center_crop=False):
-    """Cheap up-front check of a training set (exists, enough files, a sample decodes), so a CLI
+    """Cheap up-front check of a training set (exists, a sample decodes, enough files), so a CLI
     can refuse bad input before it creates anything; raises UserError."""
     files = list_image_files(file_pattern)
-    _check_enough_images(len(files), batch_size, file_pattern)
+    # Decodable first: a folder of 9 corrupt files has no usable image, not "9, too few".
     _check_some_decodable(files, img_size, center_crop)
+    if len(files) < batch_size:
+        raise UserError(f'The dataset {str(file_pattern)!r} has {len(files)} image files, fewer '
+                        f'than batch_size={batch_size}; use a smaller batch size or more images.')
 
 
 def check_fid_images(pattern_or_dir, n_fid_real, option):

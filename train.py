@@ -87,6 +87,16 @@ def make_fid_evaluator(conf, eval_source):
         return None
 
 
+def side_job(what, function, *args, **kwargs):
+    """function(*args, **kwargs), or None with one `warning:` line when it fails: plots, the
+    report and image summaries must never stop a run that is training fine."""
+    try:
+        return function(*args, **kwargs)
+    except Exception as error:  # noqa: BLE001 - whatever a side job raises, training goes on
+        tqdm.write(f'warning: {what} failed, training goes on ({type(error).__name__}: {error})')
+        return None
+
+
 class Trainer:
     """One run's training loop and what it keeps between steps: the GAN and its checkpoints, the
     metric log, the schedule, the training clock and the guard (guard.py), whose decisions it
@@ -345,17 +355,25 @@ class Trainer:
         tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
 
     def save_samples(self, n_images):
+        """What a person looks at after a save: the sample grid (also in TensorBoard), the
+        attention maps, the loss curves and the report. Each is a side job: one that fails
+        (a full disk, a plotting error) prints a warning and the others, and training, go on."""
         samples_dir = os.path.join(self.model_dir, 'samples')
-        os.makedirs(samples_dir, exist_ok=True)
         images, attn_maps = self.gan.ema_generator(self.sample_noise, training=False)
-        grid = plots.save_image_grid(images.numpy(),
-                                     os.path.join(samples_dir, f'grid_{n_images:010d}.png'))
-        self.log.image('samples', grid, n_images)
-        plots.save_attention_maps(images.numpy()[:8], [a.numpy()[:8] for a in attn_maps],
-                                  os.path.join(samples_dir, f'attention_{n_images:010d}'),
-                                  plot_size=self.conf.plot_size)
-        plots.save_loss_curves(self.log.history, os.path.join(self.model_dir, 'loss_curves.png'))
-        report.write_report(self.model_dir)
+        images = images.numpy()  # (64, S, S, 3) in [-1, 1]
+
+        grid_uint8 = side_job('the sample grid', plots.save_image_grid, images,
+                              os.path.join(samples_dir, f'grid_{n_images:010d}.png'))
+        if grid_uint8 is not None:
+            side_job('the TensorBoard image summary', self.log.image, 'samples', grid_uint8,
+                     n_images)
+        side_job('the attention maps', lambda: plots.save_attention_maps(
+            images[:8], [a.numpy()[:8] for a in attn_maps],
+            os.path.join(samples_dir, f'attention_{n_images:010d}'),
+            plot_size=self.conf.plot_size))
+        side_job('the loss curves', plots.save_loss_curves, self.log.history,
+                 os.path.join(self.model_dir, 'loss_curves.png'))
+        side_job('the report', report.write_report, self.model_dir)
 
     def _save_on_signal(self, metrics):
         """On SIGINT/SIGTERM: save the steps since the last save (`metrics`: the last step's,

@@ -3,6 +3,7 @@
 The crash and determinism tests run `train.py` as a real process (SIGKILL cannot be faked in
 process); the others call `train.main` in process. All use the tiny preset on ~50 small PNGs.
 """
+import glob
 import io
 import json
 import os
@@ -11,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import numpy as np
@@ -135,10 +137,10 @@ def _data_file(run):
     return prefix + '.data-00000-of-00001'
 
 
-def _corrupt_images(tmp):
+def _corrupt_images(tmp, count=40):
     folder = os.path.join(tmp, 'corrupt')
     os.makedirs(folder)
-    for index in range(20):
+    for index in range(count):
         _write(os.path.join(folder, f'{index}.png'), 'not an image')
     return folder
 
@@ -155,7 +157,10 @@ BAD_INPUTS = [
      'does not exist'),
     ('empty dataset', lambda tmp, data: ['--file_pattern', tmp], None, 'No images found'),
     ('only corrupt files', lambda tmp, data: ['--file_pattern', _corrupt_images(tmp)], None,
-     'could be decoded'),
+     'None of the first 32 of 40 image files could be decoded'),
+    # Fewer corrupt files than a batch: still "none decodes", not "too few usable images".
+    ('few corrupt files', lambda tmp, data: ['--file_pattern', _corrupt_images(tmp, 9)], None,
+     'None of the 9 image files could be decoded'),
     ('eval_dir too small', lambda tmp, data: ['--file_pattern', data, '--fid_inter', '10',
                                               '--eval_dir', _few_images(tmp)], None,
      'holds 5 images but the in-training FID needs n_fid_real=500'),
@@ -391,6 +396,39 @@ def _stop_message(step, retries, last_good):
             f'({step * BATCH} images){tried}; the last good checkpoint is {last_good}; start a '
             'new --model_dir with lower g_lr and d_lr, or with --set nan_retries=N to restore '
             'and halve them automatically.')
+
+
+@pytest.mark.slow
+def test_a_failing_side_job_warns_and_the_run_trains_on(tmp_path, dataset, capsys):
+    """Mid-run, once the first sample grid is written, a file takes the samples folder's place
+    (as root, permission bits would not stop a write): every later grid and attention map
+    fails. Each failure is one warning line; the run saves and logs every step to its end."""
+    run = str(tmp_path / 'run')
+    samples = os.path.join(run, 'samples')
+
+    def break_the_samples_folder():
+        deadline = time.time() + 300
+        while time.time() < deadline and not glob.glob(os.path.join(samples, 'grid_*.png')):
+            time.sleep(0.005)
+        os.rename(samples, samples + '.before')
+        with open(samples, 'w') as f:
+            f.write('not a folder')
+
+    breaker = threading.Thread(target=break_the_samples_folder, daemon=True)
+    breaker.start()
+    assert train.main(TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0',
+                              '--ckpt_inter', '1', '--total_iter', '4']) == 0
+    breaker.join()
+    out = capsys.readouterr().out
+    # Saves 2 to 4 came after the swap (save 1's grid is what triggered it).
+    assert out.count('warning: the sample grid failed, training goes on') == 3, out
+    assert out.count('warning: the attention maps failed, training goes on') >= 3, out
+    assert 'Traceback' not in out
+    assert os.path.isfile(samples)  # nothing repaired or removed what the user's disk holds
+    assert _latest(os.path.join(run, 'training-checkpoints'))[1] == 4 * BATCH
+    assert [record['n_images'] for record in _metrics(run)] == [BATCH, 2 * BATCH, 3 * BATCH,
+                                                                4 * BATCH]
+    assert os.path.getsize(os.path.join(run, 'loss_curves.png')) > 1000
 
 
 @pytest.mark.slow
