@@ -5,6 +5,7 @@ backend switch, so importing this module in a notebook leaves the user's matplot
 """
 import os
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
@@ -68,6 +69,25 @@ def _attention_path(path_prefix, stage, grid_side):
     return f'{path_prefix}_{name}'
 
 
+def _min_max_scaled(values):
+    """values scaled to [0, 1] by their own minimum and maximum, as imshow's default norm; a
+    constant map is all zeros."""
+    low, high = float(values.min()), float(values.max())
+    return (values - low) / (high - low) if high > low else np.zeros_like(values)
+
+
+def _nearest_upsample(pixels, side):
+    """(h, w, ...) -> (side, side, ...) by nearest neighbour: each source pixel a block."""
+    rows = np.arange(side) * pixels.shape[0] // side
+    columns = np.arange(side) * pixels.shape[1] // side
+    return pixels[rows][:, columns]
+
+
+def _colour(cmap, values):
+    """A map in [0, 1] (..., h, w) -> float RGB (..., h, w, 3) in [0, 1] through a colormap."""
+    return matplotlib.colormaps[cmap](values)[..., :3]
+
+
 def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.2, max_images=8):
     """One PNG per generator stage: each generated image beside its per-head attention maps.
 
@@ -79,12 +99,20 @@ def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.
     the heads' mean overlaid on the image ('mean overlay'). plot_size: figure height in inches (the
     official plots' figure size). path_prefix: files '<prefix>_stage<r>_<g>x<g>.png',
     or 'attention_stage<r>_<g>x<g>.png' inside it when it is a folder. Returns the paths.
+
+    The panels are composed as one picture and drawn in a single image: a figure of one axes
+    per panel (8 rows x 6 columns) took about a second per checkpoint to lay out and draw.
     """
     images = _as_uint8_rgb(images)[:max_images]
     count, image_side = images.shape[0], images.shape[1]
     if heads is not None and len(heads) != len(attn_maps):
         raise ValueError(f'heads={list(heads)} has {len(heads)} entries but {len(attn_maps)} '
                          'attention maps were given; give one head count per stage.')
+    # Pixels per panel: at least ~100, so that a 32x32 map shows 3 px per token; a multiple of
+    # the image side, so that every image pixel is a block of the same size.
+    side = image_side * max(1, int(np.ceil(100 / image_side)))
+    gap = max(2, int(round(0.04 * side)))  # white between panels
+    pictures = np.asarray(images, np.float32) / 255  # (B, S, S, 3) in [0, 1]
     paths = []
     for stage, stage_maps in enumerate(attn_maps):
         stage_maps = np.asarray(stage_maps, dtype=np.float32)[:count]  # (B, heads, tokens)
@@ -99,31 +127,35 @@ def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.
             raise ValueError(f'Stage {stage} has {num_tokens} tokens, which is not a square grid.')
         grids = stage_maps.reshape(stage_maps.shape[0], num_heads, grid_side, grid_side)  # (B, heads, g, g)
         columns = num_heads + 2  # image, heads, mean overlay
+        mosaic = np.ones((count * (side + gap) - gap, columns * (side + gap) - gap, 3), np.float32)
+        for row in range(count):
+            image = _nearest_upsample(pictures[row], side)  # (side, side, 3)
+            # The heads' mean, bilinear over the image, inferno at alpha 0.55.
+            mean_map = Image.fromarray(grids[row].mean(axis=0), mode='F').resize(
+                (side, side), Image.BILINEAR)
+            overlay = 0.55 * _colour('inferno', _min_max_scaled(np.asarray(mean_map))) + 0.45 * image
+            panels = ([image] + [_nearest_upsample(_colour('viridis', _min_max_scaled(grids[row, head])),
+                                                   side) for head in range(num_heads)] + [overlay])
+            top = row * (side + gap)
+            for column, panel in enumerate(panels):
+                left = column * (side + gap)
+                mosaic[top:top + side, left:left + side] = panel
         panel = plot_size / (count + 0.6)  # inches per panel; 0.6 panel for the titles
-        # At least ~100 px per panel so that a 32x32 map shows 3 px per token.
         dpi = max(100, int(np.ceil(100 / panel)))
         figure = _new_figure(panel * columns, plot_size, dpi=dpi)
-        axes = figure.subplots(count, columns, squeeze=False)
+        title_band = 0.6 * panel / plot_size  # figure fraction above the panels
+        axis = figure.add_axes((0.005, 0.005, 0.99, 0.995 - title_band))
+        axis.imshow(mosaic, interpolation='nearest', aspect='auto')
+        axis.set_axis_off()
         font_size = max(5, min(10, 11 * panel))
-        for row in range(count):
-            axes[row, 0].imshow(images[row], interpolation='nearest')
-            for head in range(num_heads):
-                axes[row, 1 + head].imshow(grids[row, head], cmap='viridis', interpolation='nearest')
-            mean_map = grids[row].mean(axis=0)  # (g, g)
-            axes[row, -1].imshow(images[row], interpolation='nearest')
-            edge = image_side - 0.5
-            axes[row, -1].imshow(mean_map, cmap='inferno', alpha=0.55, interpolation='bilinear',
-                                 extent=(-0.5, edge, edge, -0.5))
         titles = ['image'] + [f'head {head}' for head in range(num_heads)] + ['mean overlay']
         for column, title in enumerate(titles):
-            axes[0, column].set_title(title, fontsize=font_size, pad=2)
-        for axis in axes.ravel():
-            axis.set_axis_off()
+            centre = 0.005 + 0.99 * (column * (side + gap) + side / 2) / mosaic.shape[1]
+            figure.text(centre, 1 - title_band + 0.004, title, fontsize=font_size,
+                        ha='center', va='bottom')
         # Short enough for a 2-head figure (4 panels wide); the maps are min-max scaled each.
         figure.suptitle(f'stage {stage}: {grid_side}x{grid_side} tokens, {num_heads} heads',
                         fontsize=font_size)
-        figure.subplots_adjust(left=0.005, right=0.995, bottom=0.005, top=1 - 0.6 * panel / plot_size,
-                               wspace=0.04, hspace=0.04)
         path = _attention_path(path_prefix, stage, grid_side)
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path)
