@@ -88,6 +88,18 @@ def _colour(cmap, values):
     return matplotlib.colormaps[cmap](values)[..., :3]
 
 
+def _attention_panels(picture, grids, side):
+    """One row of an attention figure, each panel float RGB (side, side, 3): the image (S, S, 3)
+    in [0, 1], each head's map (heads, g, g) in viridis, and the heads' mean, bilinear over the
+    image, in inferno at alpha 0.55."""
+    image = _nearest_upsample(picture, side)
+    heads = [_nearest_upsample(_colour('viridis', _min_max_scaled(grid)), side) for grid in grids]
+    mean_map = np.asarray(Image.fromarray(grids.mean(axis=0), mode='F').resize(
+        (side, side), Image.BILINEAR))
+    overlay = 0.55 * _colour('inferno', _min_max_scaled(mean_map)) + 0.45 * image
+    return [image] + heads + [overlay]
+
+
 def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.2, max_images=8):
     """One PNG per generator stage: each generated image beside its per-head attention maps.
 
@@ -129,24 +141,16 @@ def save_attention_maps(images, attn_maps, path_prefix, heads=None, plot_size=5.
         columns = num_heads + 2  # image, heads, mean overlay
         mosaic = np.ones((count * (side + gap) - gap, columns * (side + gap) - gap, 3), np.float32)
         for row in range(count):
-            image = _nearest_upsample(pictures[row], side)  # (side, side, 3)
-            # The heads' mean, bilinear over the image, inferno at alpha 0.55.
-            mean_map = Image.fromarray(grids[row].mean(axis=0), mode='F').resize(
-                (side, side), Image.BILINEAR)
-            overlay = 0.55 * _colour('inferno', _min_max_scaled(np.asarray(mean_map))) + 0.45 * image
-            panels = ([image] + [_nearest_upsample(_colour('viridis', _min_max_scaled(grids[row, head])),
-                                                   side) for head in range(num_heads)] + [overlay])
             top = row * (side + gap)
-            for column, panel in enumerate(panels):
+            for column, panel in enumerate(_attention_panels(pictures[row], grids[row], side)):
                 left = column * (side + gap)
                 mosaic[top:top + side, left:left + side] = panel
         panel = plot_size / (count + 0.6)  # inches per panel; 0.6 panel for the titles
         dpi = max(100, int(np.ceil(100 / panel)))
         figure = _new_figure(panel * columns, plot_size, dpi=dpi)
         title_band = 0.6 * panel / plot_size  # figure fraction above the panels
-        axis = figure.add_axes((0.005, 0.005, 0.99, 0.995 - title_band))
-        axis.imshow(mosaic, interpolation='nearest', aspect='auto')
-        axis.set_axis_off()
+        figure.add_axes((0.005, 0.005, 0.99, 0.995 - title_band), frame_on=False, xticks=[],
+                        yticks=[]).imshow(mosaic, interpolation='nearest', aspect='auto')
         font_size = max(5, min(10, 11 * panel))
         titles = ['image'] + [f'head {head}' for head in range(num_heads)] + ['mean overlay']
         for column, title in enumerate(titles):
