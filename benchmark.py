@@ -345,6 +345,39 @@ def _our_step(conf):
     return lambda real: float(ladagan.train_step(real)['d_loss'])
 
 
+@section('grappler')
+def bench_grappler(args):
+    """The CPU step with Grappler's graph rewrites (TensorFlow's default) and without them (ours
+    on a CPU, so that runs repeat: docs/determinism.md): one model in one process, rounds of
+    steps alternating between the two, so that both see the same machine."""
+    import tensorflow as tf
+    import config
+    import gan
+    import model
+    results, rounds = [], 3
+    for preset in _presets(args):
+        conf = config.make_config(preset, batch_size=args.batch_size, jit=False)
+        ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
+        real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1, seed=0)
+        first, seconds = {}, {True: [], False: []}
+        for _ in range(rounds):
+            for without in (True, False):
+                ladagan.repeatable = without  # what train_step passes to graph_rewrites_off
+                first_call, median = _time_steps(
+                    lambda: float(ladagan.train_step(real)['d_loss']), max(1, args.steps // rounds))
+                first.setdefault(without, first_call)  # the first round's: optimise + one step
+                seconds[without].append(median)
+        for without, label in ((False, 'with Grappler (TensorFlow default)'),
+                               (True, 'without Grappler (ours on a CPU)')):
+            results.append(row(f'{preset}, no XLA, {label}: train step',
+                               conf.batch_size / float(np.median(seconds[without])), 'img/s',
+                               f'first call {first[without]:.1f} s'
+                               + (' (traces the step too)' if without else '')
+                               + f'; batch {conf.batch_size}, '
+                               f'median of {rounds} alternating rounds'))
+    return results
+
+
 @section('authors')
 def bench_authors(args):
     """Training images/s of ours and of the authors' train_step (--authors_code) in one process,

@@ -2,6 +2,7 @@
 
     files = data.list_image_files('data/ffhq')                   # folder, glob, file or list
     dataset = data.make_train_dataset('data/ffhq', 128, 64)     # (64, 128, 128, 3) in [-1, 1]
+    dataset = data.TrainingImages('data/ffhq', 128, 64, seed=0).dataset(start_batch=1000)
     images = data.load_image_array(files, 32)                   # (N, 32, 32, 3) uint8
 
 Images of any mode become RGB (alpha over white) and are resized with the maths of
@@ -12,6 +13,7 @@ official PNG saving): sample grids, generate.py and FID all use it.
 import glob
 import hashlib
 import os
+import threading
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
@@ -253,64 +255,162 @@ def available_memory_bytes():
         return 4 * 1024 ** 3
 
 
-def make_train_dataset(file_pattern, img_size, batch_size, center_crop=False, seed=None,
-                       cache_limit_bytes=None, num_shards=1, shard_index=0, return_size=False):
-    """Infinite tf.data.Dataset of float32 batches (batch_size, img_size, img_size, 3) in [-1, 1].
+def image_memory_limit_bytes():
+    """The most memory decoded training images may take before they are streamed from disk:
+    $LADAGAN_IMAGE_MEMORY_MB when set (0 streams every set), else half the available RAM."""
+    value = os.environ.get('LADAGAN_IMAGE_MEMORY_MB')
+    if value is None:
+        return available_memory_bytes() // 2
+    try:
+        megabytes = float(value)
+    except ValueError:
+        megabytes = -1
+    if not megabytes >= 0:
+        raise UserError(f'LADAGAN_IMAGE_MEMORY_MB={value!r} is not allowed: give a number of '
+                        'megabytes, 0 or more.')
+    return int(megabytes * 1024 ** 2)
 
-    file_pattern: folder (recursive), glob or file (see list_image_files).
-    Each epoch is reshuffled (reproducibly when `seed` is given) and batched with
-    drop_remainder, then repeated and prefetched. When the decoded uint8 images fit
-    in `cache_limit_bytes` (default: half the available RAM) they are decoded once
-    into memory; otherwise files are decoded on the fly with Pillow in parallel.
-    num_shards / shard_index keep every num_shards-th file (multi-worker training).
+
+class EpochOrder:
+    """The order a run draws its images in: epoch e visits the N items in the permutation drawn
+    from rng([seed, e]), B at a time, and drops the last N % B; the run's batch k (its k-th step)
+    is batch k mod (N // B) of epoch k // (N // B). A pure function of (seed, N, B, k): a run
+    resumed at step k draws exactly the images, in exactly the order, that the uninterrupted run
+    would have, without any iterator state beyond the step."""
+
+    def __init__(self, num_items, batch_size, seed):
+        self.num_items, self.batch_size = num_items, batch_size
+        self.batches_per_epoch = num_items // batch_size
+        # No seed: a fresh one, so that unseeded epochs still differ from run to run.
+        self.seed = np.random.SeedSequence().entropy if seed is None else int(seed)
+        # The permutations of the last two epochs asked for: the input threads share them, and
+        # near an epoch's end they ask for both.
+        self._cached, self._lock = {}, threading.Lock()
+
+    def permutation(self, epoch):
+        """int64 (N,): the items of `epoch` in the order they are drawn."""
+        epoch = int(epoch)
+        with self._lock:
+            order = self._cached.pop(epoch, None)
+            if order is None:
+                order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
+            self._cached[epoch] = order  # the newest last
+            while len(self._cached) > 2:
+                del self._cached[next(iter(self._cached))]
+            return order
+
+    def position(self, slot):
+        """(epoch, index in its permutation) of the run's slot-th drawn image (batch k holds
+        slots k*B .. k*B + B - 1)."""
+        batch, row = divmod(int(slot), self.batch_size)
+        epoch, offset = divmod(batch, self.batches_per_epoch)
+        return epoch, offset * self.batch_size + row
+
+    def batch(self, step):
+        """int64 (B,): the items of the run's batch `step`."""
+        epoch, start = self.position(int(step) * self.batch_size)
+        return self.permutation(epoch)[start:start + self.batch_size]
+
+
+class TrainingImages:
+    """A training set and its order (EpochOrder): decoded once into memory when the uint8 images
+    fit in `cache_limit_bytes` (default: image_memory_limit_bytes()), else decoded from the files as
+    they are drawn. `dataset(start_batch)` is the infinite stream of float32 batches
+    (batch_size, img_size, img_size, 3) in [-1, 1] from the run's batch `start_batch` on: a
+    resumed run asks for its step. num_shards / shard_index keep every num_shards-th file
+    (multi-worker training: each worker draws its own shard in its own order, step by step)."""
+
+    def __init__(self, file_pattern, img_size, batch_size, center_crop=False, seed=None,
+                 cache_limit_bytes=None, num_shards=1, shard_index=0):
+        self.img_size = _check_positive_int(img_size, 'img_size')
+        self.batch_size = _check_positive_int(batch_size, 'batch_size')
+        num_shards = _check_positive_int(num_shards, 'num_shards')
+        if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) or not (
+                0 <= shard_index < num_shards):
+            raise UserError(f'shard_index={shard_index!r} is not allowed; it must be an integer in '
+                            f'[0, {num_shards - 1}] for num_shards={num_shards}.')
+        self.center_crop = center_crop
+        self.files = list_image_files(file_pattern)[shard_index::num_shards]
+        if cache_limit_bytes is None:
+            cache_limit_bytes = image_memory_limit_bytes()
+        self.in_memory = len(self.files) * img_size * img_size * 3 <= cache_limit_bytes
+        if self.in_memory:
+            self.images = load_image_array(self.files, img_size, center_crop)  # (N, S, S, 3) uint8
+            self.num_images = len(self.images)
+        else:
+            self.images = None
+            self.num_images = len(self.files)
+            _check_some_decodable(self.files, img_size, center_crop)
+        _check_enough_images(self.num_images, batch_size, file_pattern)
+        self.order = EpochOrder(self.num_images, batch_size, seed)
+        self._replaced = set()  # streamed files that did not decode (warned once)
+        shard_note = f' (shard {shard_index} of {num_shards})' if num_shards > 1 else ''
+        print(f'Train dataset: {self.num_images} images{shard_note}, '
+              f'{self.order.batches_per_epoch} batches of {batch_size} per epoch, '
+              f'{"cached in memory" if self.in_memory else "streamed from disk"}.')
+
+    def dataset(self, start_batch=0):
+        """Batches start_batch, start_batch + 1, ... of the run, prefetched."""
+        size = self.img_size
+        if self.in_memory:
+            # The batch is gathered from the numpy array in tf.numpy_function, so the (possibly
+            # multi-GB) array is neither copied into a TF constant nor embedded in the graph.
+            steps = tf.data.Dataset.range(int(start_batch), np.iinfo(np.int64).max)
+            dataset = steps.map(lambda step: _numpy_images(self._gather, step, [None, size, size, 3]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        else:
+            slots = tf.data.Dataset.range(int(start_batch) * self.batch_size, np.iinfo(np.int64).max)
+            dataset = slots.map(lambda slot: _numpy_images(self._decode_slot, slot, [size, size, 3]),
+                                num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+            dataset = dataset.batch(self.batch_size, drop_remainder=True)
+        dataset = dataset.map(_scale_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE,
+                              deterministic=True).prefetch(tf.data.AUTOTUNE)
+        options = tf.data.Options()
+        options.deterministic = True
+        # Sharding is done above by file (num_shards / shard_index), not by tf.distribute.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return dataset.with_options(options)
+
+    def _gather(self, step):
+        """uint8 (B, S, S, 3): the in-memory images of the run's batch `step`."""
+        return self.images[self.order.batch(step)]
+
+    def _decode_slot(self, slot):
+        """uint8 (S, S, 3): the image of the run's slot-th draw, decoded from its file. A file
+        that does not decode is replaced by the next one of its epoch's permutation that does
+        (one warning per file), so every slot, and so the order, is a function of the slot."""
+        epoch, index = self.order.position(slot)
+        permutation = self.order.permutation(epoch)
+        for step in range(self.num_images):
+            path = self.files[permutation[(index + step) % self.num_images]]
+            pixels, error = try_decode(path, self.img_size, self.center_crop)
+            if pixels is not None:
+                return pixels
+            if path not in self._replaced:
+                self._replaced.add(path)
+                warnings.warn(f'{path!r} could not be decoded ({error}): the next image of the '
+                              'epoch takes its place', SkippedImagesWarning, stacklevel=2)
+        raise UserError(f'None of the {self.num_images} image files could be decoded.')
+
+
+def _numpy_images(function, index, shape):
+    """function(index) (uint8 images) as a tf.data element of static `shape`."""
+    images = tf.numpy_function(function, [index], tf.uint8, stateful=False)
+    images.set_shape(shape)
+    return images
+
+
+def make_train_dataset(file_pattern, img_size, batch_size, center_crop=False, seed=None,
+                       cache_limit_bytes=None, num_shards=1, shard_index=0, return_size=False,
+                       start_batch=0):
+    """Infinite tf.data.Dataset of float32 batches (batch_size, img_size, img_size, 3) in [-1, 1]
+    from batch `start_batch` of the run on (TrainingImages: the order, caching and sharding).
     Prints the dataset size; with return_size=True returns (dataset, num_images).
     """
-    img_size = _check_positive_int(img_size, 'img_size')
-    batch_size = _check_positive_int(batch_size, 'batch_size')
-    num_shards = _check_positive_int(num_shards, 'num_shards')
-    if isinstance(shard_index, bool) or not isinstance(shard_index, (int, np.integer)) or not (
-            0 <= shard_index < num_shards):
-        raise UserError(f'shard_index={shard_index!r} is not allowed; it must be an integer in '
-                        f'[0, {num_shards - 1}] for num_shards={num_shards}.')
-    files = list_image_files(file_pattern)[shard_index::num_shards]
-    if cache_limit_bytes is None:
-        cache_limit_bytes = available_memory_bytes() // 2
-    in_memory = len(files) * img_size * img_size * 3 <= cache_limit_bytes
-    shard_note = f' (shard {shard_index} of {num_shards})' if num_shards > 1 else ''
-
-    if in_memory:
-        images = load_image_array(files, img_size, center_crop)  # (N, S, S, 3) uint8
-        num_images = len(images)
-        _check_enough_images(num_images, batch_size, file_pattern)
-        # Shuffle indices, not images: the shuffle buffer then costs 8 bytes per image. The
-        # batch is gathered from the numpy array in tf.numpy_function, so the (possibly
-        # multi-GB) array is neither copied into a TF constant nor embedded in the graph.
-        indices = tf.data.Dataset.range(num_images).shuffle(
-            num_images, seed=seed, reshuffle_each_iteration=True)
-        dataset = indices.batch(batch_size, drop_remainder=True).repeat()
-        dataset = dataset.map(lambda batch_indices: _gather_batch(images, batch_indices, img_size),
-                              num_parallel_calls=tf.data.AUTOTUNE)
-        dataset = dataset.map(_scale_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
-    else:
-        num_images = len(files)
-        _check_enough_images(num_images, batch_size, file_pattern)
-        _check_some_decodable(files, img_size, center_crop)
-        dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(
-            num_images, seed=seed, reshuffle_each_iteration=True)
-        dataset = dataset.map(lambda path: _decode_in_graph(path, img_size, center_crop),
-                              num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-        # Unreadable files come back flagged and are dropped here.
-        dataset = dataset.filter(_is_decoded).map(_drop_decoded_flag)
-        dataset = dataset.batch(batch_size, drop_remainder=True).repeat()
-        dataset = dataset.map(_scale_to_unit_range, num_parallel_calls=tf.data.AUTOTUNE)
-    dataset = dataset.prefetch(tf.data.AUTOTUNE)
-    options = tf.data.Options()
-    # Sharding is done above by file (num_shards / shard_index), not by tf.distribute.
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
-    dataset = dataset.with_options(options)
-    print(f'Train dataset: {num_images} images{shard_note}, {num_images // batch_size} batches '
-          f'of {batch_size} per epoch, {"cached in memory" if in_memory else "streamed from disk"}.')
-    return (dataset, num_images) if return_size else dataset
+    images = TrainingImages(file_pattern, img_size, batch_size, center_crop, seed,
+                            cache_limit_bytes, num_shards, shard_index)
+    dataset = images.dataset(start_batch)
+    return (dataset, images.num_images) if return_size else dataset
 
 
 def _check_enough_images(num_images, batch_size, file_pattern):
@@ -350,39 +450,9 @@ def check_fid_images(pattern_or_dir, n_fid_real, option):
                         f'lower it with --set n_fid_real={count}, or turn FID off with --fid_inter 0.')
 
 
-def _gather_batch(images, batch_indices, img_size):
-    """int64 (B,) indices -> uint8 (B, S, S, 3) rows of the in-memory numpy array."""
-    batch = tf.numpy_function(lambda index: images[index], [batch_indices], tf.uint8, stateful=False)
-    batch.set_shape([None, img_size, img_size, 3])
-    return batch
-
-
 def _scale_to_unit_range(images_uint8):
     """uint8 (..., 3) -> float32 in [-1, 1] as the official code: x / 127.5 - 1."""
     return tf.cast(images_uint8, tf.float32) / 127.5 - 1.0
-
-
-def _is_decoded(image, ok):
-    return ok
-
-
-def _drop_decoded_flag(image, ok):
-    return image
-
-
-def _decode_in_graph(path, img_size, center_crop):
-    """tf.string path -> ((S, S, 3) uint8 image, bool ok) through Pillow in tf.numpy_function."""
-
-    def decode_or_flag(path_bytes):
-        pixels, _ = try_decode(path_bytes.decode('utf-8', 'surrogateescape'), img_size, center_crop)
-        if pixels is None:
-            return np.zeros((img_size, img_size, 3), np.uint8), np.bool_(False)
-        return pixels, np.bool_(True)
-
-    image, ok = tf.numpy_function(decode_or_flag, [path], [tf.uint8, tf.bool], stateful=False)
-    image.set_shape([img_size, img_size, 3])
-    ok.set_shape([])
-    return image, ok
 
 
 def to_uint8(images):

@@ -60,20 +60,32 @@ def is_chief(strategy):
 
 
 def make_distributed_dataset(strategy, file_pattern, conf):
-    """The global batch split over replicas; with several workers each reads its own shard."""
+    """A function start_batch -> the run's batches from its step `start_batch` on, the global
+    batch split over replicas; with several workers each reads its own shard. Images are
+    decoded once: a restore that rewinds the run asks again with its step, for nothing more."""
     if strategy.num_replicas_in_sync == 1:
-        return data.make_train_dataset(file_pattern, conf.img_size, conf.batch_size,
-                                        center_crop=conf.center_crop, seed=conf.seed)
+        images = data.TrainingImages(file_pattern, conf.img_size, conf.batch_size,
+                                     center_crop=conf.center_crop, seed=conf.seed)
+        return images.dataset
     if conf.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f'batch_size={conf.batch_size} must be divisible by the '
                               f'{strategy.num_replicas_in_sync} replicas')
+    shards = {}  # input pipeline -> its TrainingImages, decoded on the first call
 
-    def dataset_fn(context):
-        return data.make_train_dataset(
-            file_pattern, conf.img_size, context.get_per_replica_batch_size(conf.batch_size),
-            center_crop=conf.center_crop, seed=conf.seed,
-            num_shards=context.num_input_pipelines, shard_index=context.input_pipeline_id)
-    return strategy.distribute_datasets_from_function(dataset_fn)
+    def make(start_batch):
+        def dataset_fn(context):
+            if context.input_pipeline_id not in shards:
+                shards[context.input_pipeline_id] = data.TrainingImages(
+                    file_pattern, conf.img_size,
+                    context.get_per_replica_batch_size(conf.batch_size),
+                    center_crop=conf.center_crop, seed=conf.seed,
+                    num_shards=context.num_input_pipelines,
+                    shard_index=context.input_pipeline_id)
+            # A pipeline feeding several replicas hands out one per-replica batch each per step.
+            per_step = context.num_replicas_in_sync // context.num_input_pipelines
+            return shards[context.input_pipeline_id].dataset(start_batch * per_step)
+        return strategy.distribute_datasets_from_function(dataset_fn)
+    return make
 
 
 def broadcast_from_chief(strategy, value, chief):

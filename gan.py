@@ -6,6 +6,8 @@ official trainer does. The losses, R1, bCR, the EMA and float16 loss scaling liv
 augmentations are in diffaug.py, the networks in model.py.
 """
 
+import contextlib
+
 import keras
 import tensorflow as tf
 
@@ -104,6 +106,33 @@ def use_xla(jit):
     return bool(tf.config.list_logical_devices('GPU') or tf.config.list_logical_devices('TPU'))
 
 
+def repeatable_graph(xla):
+    """Whether the step runs without Grappler's graph rewrites: on a CPU without XLA. With them,
+    one step of the demo model in two processes ends with different weights (one rounding
+    apart; eager forward and backward repeat, one thread each still differs, and no single
+    one of 11 Grappler passes switched off makes it repeat); without them it repeats, at the
+    same speed on a CPU (docs/determinism.md). GPUs keep them (layout and fusion rewrites)."""
+    return not xla and not (tf.config.list_logical_devices('GPU')
+                            or tf.config.list_logical_devices('TPU'))
+
+
+@contextlib.contextmanager
+def graph_rewrites_off(active=True):
+    """Functions first called (traced and optimised) inside run without Grappler's rewrites;
+    the setting is the process's, so it is put back on leaving: other graphs (the FID network,
+    an export) are optimised as usual. Each call of an optimised function is cached with the
+    setting it ran under, so going in and out costs nothing after the first step."""
+    if not active:
+        yield
+        return
+    before = tf.config.optimizer.get_experimental_options().get('disable_meta_optimizer', False)
+    tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': True})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({'disable_meta_optimizer': before})
+
+
 # `train.py --fast`: what the time-to-FID experiment showed to reach the official recipe's FID
 # sooner (README, "Faster training"). Not the official recipe: the presets do not use it.
 FAST_SETTINGS = {'r1_interval': 16}
@@ -131,6 +160,7 @@ class LadaGAN(tf.Module):
             self._init_state(ema_generator)
         # Several replicas: collectives inside the update keep XLA out of the replica function.
         self.xla = use_xla(conf.jit) and self.num_replicas == 1
+        self.repeatable = repeatable_graph(self.xla)
         if self.num_replicas == 1:
             self._compiled_step = tf.function(self._single_device_step, jit_compile=self.xla)
         else:
@@ -320,8 +350,9 @@ class LadaGAN(tf.Module):
             real_images = self.distribute(real_images)
         # with_r1 is a Python bool: one compiled step with R1 and, with lazy R1, one without.
         self.took_r1 = self.r1_due()
-        return self._compiled_step(real_images, self.distribute(d_noise),
-                                   self.distribute(g_noise), self.took_r1)
+        with graph_rewrites_off(self.repeatable):
+            return self._compiled_step(real_images, self.distribute(d_noise),
+                                       self.distribute(g_noise), self.took_r1)
 
     def checkpoint_objects(self, **extra):
         """{name: object} of a checkpoint: the official layout, plus our optimizer, RNG and

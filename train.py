@@ -39,7 +39,7 @@ import fid as fid_lib  # noqa: E402
 import gan  # noqa: E402
 import guard as guard_lib  # noqa: E402
 import model as model_lib  # noqa: E402
-import plots  # noqa: E402
+import outputs  # noqa: E402
 import report  # noqa: E402
 from config import UserError  # noqa: E402
 
@@ -48,6 +48,8 @@ from config import UserError  # noqa: E402
 DEMO_TOTAL_ITER = 1500
 DEMO_FID_INTER = 1500
 DEMO_CKPT_INTER = 500
+# The version of the data order kept in checkpoints (data.EpochOrder).
+DATA_ORDER = 1
 
 
 class TrainingDivergedError(RuntimeError):
@@ -87,16 +89,6 @@ def make_fid_evaluator(conf, eval_source):
         return None
 
 
-def side_job(what, function, *args, **kwargs):
-    """function(*args, **kwargs), or None with one `warning:` line when it fails: plots, the
-    report and image summaries must never stop a run that is training fine."""
-    try:
-        return function(*args, **kwargs)
-    except Exception as error:  # noqa: BLE001 - whatever a side job raises, training goes on
-        tqdm.write(f'warning: {what} failed, training goes on ({type(error).__name__}: {error})')
-        return None
-
-
 class Trainer:
     """One run's training loop and what it keeps between steps: the GAN and its checkpoints, the
     metric log, the schedule, the training clock and the guard (guard.py), whose decisions it
@@ -116,6 +108,7 @@ class Trainer:
         # (Old runs' checkpoints hold G only through G's optimizer: G is drawn, then restored.)
         stored = ({name.split('/')[0] for name, _ in tf.train.list_variables(self.resume_from)}
                   if self.resume_from else set())
+        self.stored_names = stored
         with strategy.scope():
             generator = model_lib.build_generator(conf, initialize='generator' not in stored)
             discriminator = model_lib.build_discriminator(
@@ -130,6 +123,9 @@ class Trainer:
                 # the last evaluation whose outcome is counted: unequal, it did not finish.
                 evaluating=tf.Variable(0, dtype=tf.int64, name='evaluating'),
                 evaluated=tf.Variable(0, dtype=tf.int64, name='evaluated'),
+                # The data order the run draws its images in (data.EpochOrder: version 1, a
+                # function of the step); 0 in a checkpoint written before it existed.
+                data_order=tf.Variable(0, dtype=tf.int64, name='data_order'),
                 **{f'guard_{name}': tf.Variable(0, dtype=tf.int64, name=f'guard_{name}')
                    for name in guard_lib.COUNTERS})
         self.state = state
@@ -157,6 +153,7 @@ class Trainer:
         self.stop_signal = None
         self.finished = False  # early stop
         self.bar = None
+        self.data_iter = None  # the batches from self.step on (made in run)
         self.train_seconds = 0.0
         self.latest_r1 = None  # the R1 term of the last step that took it (lazy R1)
         self.clock = time.perf_counter()  # start of the training time not yet counted
@@ -201,6 +198,11 @@ class Trainer:
             print(f'Resumed from {prefix}: {self.n_images:,} images seen, last FID '
                   f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
+        if prefix and 'data_order' not in self.stored_names:
+            print(f'notice: {prefix} was written before runs kept their data order: the run '
+                  f'goes on from image {self.n_images:,} of the exact order, but its images '
+                  'before it were drawn in another order')
+        self.state['data_order'].assign(DATA_ORDER)
         self.train_seconds = self.scalar('train_seconds')
         self.guard.set_counters(self.state[f'guard_{name}'].numpy() for name in guard_lib.COUNTERS)
         # Checkpoints from before the guard hold only the halved learning rates of NaN restores.
@@ -228,13 +230,12 @@ class Trainer:
             self.evaluate(n_images)
 
     # ------------------------------------------------------------------ the loop
-    def run(self, dataset):
+    def run(self, make_dataset):
         """Train until total_iter (None: until stopped), an early stop, or SIGINT/SIGTERM,
-        which save first."""
+        which save first. make_dataset(step): the run's batches from its step `step` on."""
         options = self.options
         total_iter = options['total_iter'] or float('inf')
         fid_inter, ckpt_inter = options['fid_inter'], options['ckpt_inter']
-        data_iter = iter(dataset)
         self.bar = tqdm(total=options['total_iter'] and options['total_iter'] * self.batch,
                         initial=self.step * self.batch, unit='img', unit_scale=True,
                         dynamic_ncols=True, desc='train')
@@ -243,7 +244,9 @@ class Trainer:
         self._restart_clock()
         try:
             while self.step < total_iter and self.stop_signal is None and not self.finished:
-                metrics = self.gan.train_step(next(data_iter))
+                if self.data_iter is None:  # a new run, a resume, or a restore that rewound it
+                    self.data_iter = iter(make_dataset(self.step))
+                metrics = self.gan.train_step(next(self.data_iter))
                 if self.gan.took_r1:
                     self.latest_r1 = metrics['gp']  # a reference: read only when logged
                 self.step += 1
@@ -350,30 +353,10 @@ class Trainer:
         self._carry_out(event)
 
     def _after_save(self, n_images, note):
-        if self.chief:
-            self.save_samples(n_images)
+        if self.chief:  # the pictures and the report (outputs.py: side jobs, never fatal)
+            outputs.write_pictures(self.model_dir, self.log, self.gan.ema_generator,
+                                   self.sample_noise, n_images, self.conf.plot_size)
         tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
-
-    def save_samples(self, n_images):
-        """What a person looks at after a save: the sample grid (also in TensorBoard), the
-        attention maps, the loss curves and the report. Each is a side job: one that fails
-        (a full disk, a plotting error) prints a warning and the others, and training, go on."""
-        samples_dir = os.path.join(self.model_dir, 'samples')
-        images, attn_maps = self.gan.ema_generator(self.sample_noise, training=False)
-        images = images.numpy()  # (64, S, S, 3) in [-1, 1]
-
-        grid_uint8 = side_job('the sample grid', plots.save_image_grid, images,
-                              os.path.join(samples_dir, f'grid_{n_images:010d}.png'))
-        if grid_uint8 is not None:
-            side_job('the TensorBoard image summary', self.log.image, 'samples', grid_uint8,
-                     n_images)
-        side_job('the attention maps', lambda: plots.save_attention_maps(
-            images[:8], [a.numpy()[:8] for a in attn_maps],
-            os.path.join(samples_dir, f'attention_{n_images:010d}'),
-            plot_size=self.conf.plot_size))
-        side_job('the loss curves', plots.save_loss_curves, self.log.history,
-                 os.path.join(self.model_dir, 'loss_curves.png'))
-        side_job('the report', report.write_report, self.model_dir)
 
     def _save_on_signal(self, metrics):
         """On SIGINT/SIGTERM: save the steps since the last save (`metrics`: the last step's,
@@ -458,6 +441,7 @@ class Trainer:
                                    (self.gan.d_optimizer, conf.d_lr)):
             optimizer.learning_rate = base_lr / 2 ** halvings
         self.step = self.saved_step = self.n_images // self.batch
+        self.data_iter = None  # the data order goes back to the restored step too
         self.log.rewind(self.n_images)
         if self.bar is not None:
             self.bar.n = self.n_images
@@ -472,7 +456,7 @@ def train(conf, model_dir, options, record, strategy=None):
     strategy = strategy or tf.distribute.get_strategy()
     trainer = Trainer(conf, model_dir, options, strategy)
     os.makedirs(trainer.write_dir, exist_ok=True)
-    dataset = distribute.make_distributed_dataset(
+    make_dataset = distribute.make_distributed_dataset(
         strategy, checkpoints.training_images_of(options, conf.img_size), conf)
     if trainer.chief:
         # Written whole or not at all; an older config.json gains the keys added since.
@@ -485,7 +469,7 @@ def train(conf, model_dir, options, record, strategy=None):
         trainer.fid_evaluator = make_fid_evaluator(
             conf, checkpoints.fid_reference_of(options, conf.img_size))
     trainer.finish_pending_evaluation()
-    trainer.run(dataset)
+    trainer.run(make_dataset)
     if not trainer.chief:
         shutil.rmtree(trainer.write_dir, ignore_errors=True)
     print(f'Done: {trainer.step * trainer.batch:,} images seen; run folder {model_dir}')

@@ -2,6 +2,7 @@
 folders that record their data and resume across versions."""
 import json
 import os
+import re
 import shutil
 import sys
 import time
@@ -79,12 +80,18 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
                        '--fid_inter', '0']) == 0
     out = capsys.readouterr().out
     notices = [line for line in out.splitlines() if line.startswith('notice: ')]
+    prefix, seen = re.search(r'^Resumed from (\S+?)(?: instead, as new or newer)?: ([\d,]+) images '
+                             'seen', out, re.M).groups()
     assert notices == [
         f'notice: {run}/config.json predates the config keys {", ".join(added)}: using the '
         'defaults ' + ', '.join(f'{key}={config.config[key]!r}' for key in added),
         f'notice: {run} has no run.json (it predates recorded data and options): training on '
         f'--file_pattern {data} with the options given or their defaults; they are recorded '
-        'from now on'], out
+        'from now on',
+        # Its checkpoint holds no data order: it goes on in the exact one from its step.
+        f'notice: {prefix} was written before runs kept their data order: the run goes on from '
+        f'image {seen} of the exact order, but its images before it were drawn in another '
+        'order'], out
     assert 'Resumed from' in out and 'Train dataset: 16 images' in out
     assert _run_record(run)['options']['file_pattern'] == data
     with open(os.path.join(run, 'config.json')) as f:

@@ -176,6 +176,7 @@ def test_center_crop_keeps_the_middle_square(tmp_path):
 
 
 @pytest.mark.filterwarnings('ignore:Skipped 1 of 11')  # the skip warning is tested above
+@pytest.mark.filterwarnings('ignore:.*could not be decoded')  # and the streamed one below
 @pytest.mark.parametrize('cache_limit_bytes', [None, 0], ids=['in_memory', 'streaming'])
 def test_train_dataset_batches_shuffling_and_determinism(tmp_path, cache_limit_bytes):
     root = _id_folder(str(tmp_path / 'ids'), 10, bad=1)
@@ -187,15 +188,40 @@ def test_train_dataset_batches_shuffling_and_determinism(tmp_path, cache_limit_b
         assert batch.shape == (4, SIZE, SIZE, 3) and batch.dtype == tf.float32
         assert float(tf.reduce_min(batch)) >= -1.0 and float(tf.reduce_max(batch)) <= 1.0
     ids = [_batch_ids(batch) for batch in batches]
-    # drop_remainder: 10 good images -> 2 batches (8 distinct images) per epoch.
+    # drop_remainder: 10 good images (11 files streamed) -> 2 batches of 4 per epoch.
     epochs = [ids[2 * epoch] + ids[2 * epoch + 1] for epoch in range(6)]
-    for epoch in epochs:
-        assert len(set(epoch)) == 8 and set(epoch) <= set(range(10))
+    order = data.EpochOrder(size, 4, seed=3)
+    for epoch, epoch_ids in enumerate(epochs):
+        assert set(epoch_ids) <= set(range(10))
+        if cache_limit_bytes is None:  # images in file order: an image's index is its id
+            assert epoch_ids == list(order.permutation(epoch)[:8])
+        else:  # the undecodable file (10th, sorted last) gives its place to the next of the epoch
+            permutation = list(order.permutation(epoch)) * 2
+            expected = [next(item for item in permutation[slot:] if item != 10) for slot in range(8)]
+            assert epoch_ids == expected
     assert len({tuple(epoch) for epoch in epochs}) > 1  # reshuffled every epoch
     again = data.make_train_dataset(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes)
     assert [_batch_ids(batch) for batch in again.take(12)] == ids  # same seed, same batches
     other = data.make_train_dataset(root, SIZE, 4, seed=4, cache_limit_bytes=cache_limit_bytes)
     assert [_batch_ids(batch) for batch in other.take(12)] != ids
+    # A resumed run asks for its step: batches 5, 6, ... are those the run drew from 0, across
+    # epoch ends (2 batches an epoch), with nothing but the step to go on.
+    resumed = data.TrainingImages(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes)
+    assert [_batch_ids(batch) for batch in resumed.dataset(start_batch=5).take(7)] == ids[5:]
+
+
+def test_an_epoch_order_is_a_function_of_the_step_alone():
+    order = data.EpochOrder(10, 3, seed=7)  # 3 batches an epoch, 1 item left out of each
+    drawn = [order.batch(step) for step in range(9)]
+    for epoch in range(3):
+        items = np.concatenate(drawn[3 * epoch:3 * epoch + 3])
+        assert len(set(items)) == 9 and list(items) == list(order.permutation(epoch)[:9])
+    # Another object (a resumed run's) agrees at any step, asked in any order.
+    again = data.EpochOrder(10, 3, seed=7)
+    for step in (8, 0, 4, 100, 3):
+        assert list(again.batch(step)) == list(order.batch(step) if step < 9 else
+                                               data.EpochOrder(10, 3, seed=7).batch(step))
+    assert list(data.EpochOrder(10, 3, seed=8).batch(0)) != list(drawn[0])
 
 
 def test_sharding_splits_the_files(tmp_path):

@@ -84,13 +84,14 @@ def _fids(run):
 
 
 # A learning rate 250 times the official one makes the tiny GAN diverge on these images: its
-# FID, 344 after 2 steps, stays between 400 and 480 from then on (measured with seed 1: 344,
-# 458, 427, 427, 408, 482 every 2 steps). The guard's factor is set below that rise.
+# FID, 332 after 2 steps, is 428 after 4 and stays near 620 from then on (measured with seed 7,
+# every 2 steps: 332, 428, 623, 626, 623, 592, 617, 627; seeds 1 to 6 rose less or not at all).
+# The guard's factor is set below that rise.
 FACTOR = 1.15
 DIVERGING = ['--preset', 'tiny', '--set', 'g_lr=0.05', '--set', 'd_lr=0.05',
              '--set', 'ema_decay=0.0', '--set', 'n_fid_real=24', '--set', 'n_fid_gen=24',
              '--set', 'fid_batch_size=24', '--set', 'jit=False', '--metrics_inter', '1',
-             '--fid_inter', '2', '--seed', '1', '--set', f'fid_guard_factor={FACTOR}']
+             '--fid_inter', '2', '--seed', '7', '--set', f'fid_guard_factor={FACTOR}']
 
 
 @pytest.fixture(scope='module')

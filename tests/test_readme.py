@@ -101,6 +101,13 @@ def test_code_map_names_every_file_and_imports_only_go_down_it():
         assert not upward, f'{name}.py imports {upward}, which come after it in the code map'
 
 
+def test_the_readme_stays_short():
+    """A newcomer reads the README in five minutes (issue #19): 200 lines at most; the
+    measurements live in docs/."""
+    with open(os.path.join(ROOT, 'README.md')) as f:
+        assert len(f.read().splitlines()) <= 200
+
+
 def test_files_and_functions_stay_readable():
     """No file over 600 lines, no function over 65 (issue #9's rule of about 60)."""
     for name in os.listdir(ROOT):

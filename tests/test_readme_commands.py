@@ -278,6 +278,13 @@ def check_quick_benchmark(result, ws):
         assert rows[f'input pipeline, {size} px, decoded every epoch']['value'] > 0
 
 
+def check_grappler_benchmark(result, ws):
+    rows = _rows(ws, 'grappler.json')
+    for label in ('with Grappler (TensorFlow default)', 'without Grappler (ours on a CPU)'):
+        step = rows[f'tiny, no XLA, {label}: train step']
+        assert step['value'] > 0 and step['note'].startswith('first call ')
+
+
 def check_authors_benchmark(result, ws):
     """Without the authors' code in DIR, theirs says why it failed; ours is still measured."""
     rows = _rows(ws, 'authors.json')
@@ -464,6 +471,9 @@ COMMANDS = {
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', check_profile, replace={'DIR': 'profile'},
         append='--steps 1 --jit off --batch_size 2'),
+    'python3 benchmark.py --only grappler --presets demo,cifar10 --steps 12': Run(
+        'benchmark', check_grappler_benchmark,
+        append='--presets tiny --steps 3 --batch_size 4 --json grappler.json'),
     'python3 benchmark.py --only attention --quick': Run(
         'benchmark', check_attention_benchmark, append='--json bench.json', process=True),
     'python3 benchmark.py --only fid': Run('benchmark_fid', check_fid_benchmark,
