@@ -118,10 +118,11 @@ def repeatable_graph(xla):
 
 @contextlib.contextmanager
 def graph_rewrites_off(active=True):
-    """Functions first called (traced and optimised) inside run without Grappler's rewrites;
-    the setting is the process's, so it is put back on leaving: other graphs (the FID network,
-    an export) are optimised as usual. Each call of an optimised function is cached with the
-    setting it ran under, so going in and out costs nothing after the first step."""
+    """Graph functions called inside run as optimised without Grappler's rewrites. The setting
+    is the process's, so it is put back on leaving (as an explicit False where it was unset,
+    which means the same): other graphs (the FID network, an export) are optimised as usual.
+    TensorFlow keeps one optimised instance of a function per setting, so going in and out
+    costs nothing after the first step."""
     if not active:
         yield
         return

@@ -534,6 +534,7 @@ def check_data(options, conf, args):
     """Refuse missing, empty or too small training and FID image sets (UserError), saying when
     a path came from the run's record; the built-in demo set (file_pattern None) is enough."""
     file_pattern, eval_dir = options['file_pattern'], options['eval_dir']
+    data.image_memory_limit_bytes()  # a bad $LADAGAN_IMAGE_MEMORY_MB is refused here, too
     try:
         if file_pattern is not None:
             data.check_train_images(file_pattern, conf.img_size, conf.batch_size, conf.center_crop)

@@ -267,3 +267,16 @@ def test_load_image_composites_alpha_on_white_and_resizes(tmp_path):
     assert pixels.dtype == np.uint8 and pixels.shape == (8, 8, 3)
     assert tuple(pixels[0, 0]) == (255, 0, 0) and tuple(pixels[7, 7]) == (255, 255, 255)
     assert data.decode_image(str(tmp_path / 'a.png'), img_size=4).shape == (4, 4, 3)
+
+
+def test_the_image_memory_limit_comes_from_the_environment(monkeypatch):
+    monkeypatch.setenv('LADAGAN_IMAGE_MEMORY_MB', '1.5')
+    assert data.image_memory_limit_bytes() == 1.5 * 1024 ** 2
+    monkeypatch.setenv('LADAGAN_IMAGE_MEMORY_MB', '0')  # every set streamed from disk
+    assert data.image_memory_limit_bytes() == 0
+    for bad in ('lots', '-1', 'nan'):
+        monkeypatch.setenv('LADAGAN_IMAGE_MEMORY_MB', bad)
+        with pytest.raises(UserError, match=f"LADAGAN_IMAGE_MEMORY_MB='{bad}' is not allowed"):
+            data.image_memory_limit_bytes()
+    monkeypatch.delenv('LADAGAN_IMAGE_MEMORY_MB')  # half the available RAM, which moves
+    assert 0 < data.image_memory_limit_bytes() <= data.available_memory_bytes()
