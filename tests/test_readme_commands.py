@@ -6,8 +6,8 @@ assignment followed by one, continued by a trailing backslash), or inline code t
 test runs it: in which workspace (a temporary folder holding small image sets at the paths the
 documents use, the commands of one workspace running in document order: README.md, then docs/
 by file name), what stands in for a placeholder (RUN, NAME, DIR), which arguments are appended to
-keep it short on a CPU (fewer iterations, a smaller batch, fewer images; the code path is the one
-the command takes), and what it must produce. A command without an entry fails
+keep it short on a CPU (fewer iterations, a smaller batch, fewer images, the demo model's
+widths; the code path is the one the command takes), and what it must produce. A command without an entry fails
 `test_every_documented_command_is_run`. The two set-up commands are run by .ci/run in a new
 virtual environment (tests/test_readme.py keeps them identical).
 
@@ -386,6 +386,15 @@ class Run:
 
 
 SHORT = '--total_iter 1 --fid_inter 0'
+# The demo model's widths in place of a preset's (same depth, stages, heads and resolution, so
+# the same code path): a 19M-parameter cifar10 generator took 34 s to train 2 steps and 54 s
+# (7.1 GB) to export; at these widths 21 s and 12 s (1.3 GB). The presets' own sizes are built,
+# trained and profiled by `benchmark.py --only train --presets cifar10,ffhq_128` and
+# `model.py --preset NAME` below, and by tests/test_model.py.
+NARROW = ("--set 'g_dim=[128,64,32]' --set 'g_mlp=[128,128,128]' --set 'd_out_dim=[64,128]' "
+          "--set d_mlp=128")
+NARROW_32 = NARROW + " --set 'd_enc_dim=[32,64]'"
+NARROW_128 = NARROW + " --set 'dec_dim=[32,16]' --set 'd_enc_dim=[8,16,32,64]'"
 
 COMMANDS = {
     'python3 -m pip install -r requirements.txt && python3 -m pip install --no-deps '
@@ -400,10 +409,10 @@ COMMANDS = {
     "python3 train.py --preset cifar10 --file_pattern 'data/cifar10/train/*.png' --eval_dir "
     'data/cifar10/train --model_dir runs/cifar10': Run(
         'cifar10', check_cifar10_run, append='--total_iter 2 --fid_inter 2 --set batch_size=16 '
-        '--set n_fid_real=16 --set n_fid_gen=16'),
+        '--set n_fid_real=16 --set n_fid_gen=16 ' + NARROW_32),
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 '
-    '--model_dir runs/ffhq': Run('ffhq', check_ffhq_run, append=SHORT + ' --set batch_size=2',
-                                 process=True),
+    '--model_dir runs/ffhq': Run('ffhq', check_ffhq_run,
+                                 append=f'{SHORT} --set batch_size=2 {NARROW_128}', process=True),
     'python3 train.py --preset tiny --dry_run': Run('dry_run', check_dry_run),
     'python3 train.py --model_dir RUN': Run(
         'cifar10', check_resume, replace={'RUN': 'runs/cifar10'}, append='--total_iter 3'),
@@ -418,9 +427,10 @@ COMMANDS = {
         'cifar10', check_interpolation),
     'python3 generate.py --model_dir runs/cifar10 --seeds 0-7 --attn_maps --outdir out/': Run(
         'cifar10', check_attention_maps),
-    # A process of its own: tf2onnx's conversion of the cifar10 generator peaks at 7.4 GB in a
-    # fresh process and keeps 4 GB after it; in a test process that held the earlier commands'
-    # memory it reached 17.9 GB, and CI's out-of-memory killer ended that process.
+    # A process of its own: tf2onnx's conversion of the cifar10 preset's generator peaks at 7.1 GB
+    # in a fresh process (1.3 GB at the narrow widths used here) and keeps most of it; in a test
+    # process that held the earlier commands' memory it reached 17.9 GB, and CI's out-of-memory
+    # killer ended that process.
     'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
         'cifar10', check_export, process=True),
     'python3 fid.py data/cifar10/train out/fid50k': Run('cifar10', check_fid),
@@ -436,14 +446,15 @@ COMMANDS = {
                                           replace={'NAME': 'cifar10'}),
     # docs/distributed.md
     'python3 train.py --preset cifar10 --file_pattern data/cifar10 --strategy mirrored': Run(
-        'mirrored', check_default_cifar10_run, append=SHORT + ' --set batch_size=4'),
+        'mirrored', check_default_cifar10_run, append=f'{SHORT} --set batch_size=4 {NARROW_32}'),
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": '
     '"worker", "index": 0}}\' python3 train.py --preset cifar10 --file_pattern data/cifar10 '
     '--strategy multiworker': Run('multiworker', check_two_workers, workers=2,
                                   append='--total_iter 3 --fid_inter 0 --metrics_inter 1 '
-                                         '--set batch_size=16'),
+                                         '--set batch_size=16 ' + NARROW_32),
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set precision=mixed_bfloat16':
-        Run('ffhq', check_bfloat16_run, append=SHORT + ' --set batch_size=2', process=True),
+        Run('ffhq', check_bfloat16_run, append=f'{SHORT} --set batch_size=2 {NARROW_128}',
+            process=True),
     # docs/evaluation.md: the demo's run folder, the cifar10 workspace's run standing in.
     'python3 fid.py --model_dir runs/demo --num 5000 --prdc': Run(
         'cifar10', check_run_fid_and_prdc, replace={'runs/demo': 'runs/cifar10', '5000': '16'}),
@@ -451,8 +462,8 @@ COMMANDS = {
         'cifar10', check_nearest, replace={'runs/demo': 'runs/cifar10'}),
     # docs/faster-training.md
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --fast --model_dir '
-    'runs/ffhq_fast': Run('ffhq', check_fast_run, append=SHORT + ' --set batch_size=2',
-                          process=True),
+    'runs/ffhq_fast': Run('ffhq', check_fast_run,
+                          append=f'{SHORT} --set batch_size=2 {NARROW_128}', process=True),
     'python3 experiments/time_to_fid.py': Run(
         'time_to_fid', check_time_to_fid, append='--modes official,r1_every_4 --seeds 0 '
         '--total_iter 2 --fid_inter 1 --n_fid 20 --out ttf'),
