@@ -166,8 +166,12 @@ def generate_seed_batches(sampler, seeds, noise_dim, batch_size):
 
 
 def write_images(args, seeds, conf, sampler, outdir):
-    """Seed PNGs, grid.png and attention maps, as asked; returns the uint8 images
-    (len(seeds), S, S, 3) in the order of `seeds` and the names written."""
+    """Seed PNGs, grid.png and attention maps, as asked. Each batch's PNGs are written as it is
+    made and the images are let go, so `--num 50000` holds one batch, not 50,000 images; only
+    what a later picture needs is kept (the grid: every image; --nearest: every image, returned
+    in the order of `seeds`, else None; the attention maps: their first seeds). Returns
+    (images or None, the names written)."""
+    keep_all = args.grid or args.grid_only or bool(args.nearest)
     image_of, maps_of = {}, {}  # seed -> uint8 (S, S, 3); seed -> [(heads, tokens) per stage]
     map_seeds = list(dict.fromkeys(seeds))[:ATTENTION_IMAGES] if args.attn_maps else []
     for block_seeds, images_uint8, maps in generate_seed_batches(
@@ -176,17 +180,18 @@ def write_images(args, seeds, conf, sampler, outdir):
             if not args.grid_only:
                 Image.fromarray(images_uint8[row]).save(
                     os.path.join(outdir, f'seed{seed:04d}.png'))
-            image_of[seed] = images_uint8[row]
+            if keep_all or seed in map_seeds:
+                image_of[seed] = images_uint8[row].copy()  # not a view that holds the batch
             if seed in map_seeds:
-                maps_of[seed] = [stage_maps[row] for stage_maps in maps]
-    all_images = [image_of[seed] for seed in seeds]
+                maps_of[seed] = [stage_maps[row].copy() for stage_maps in maps]
+    all_images = np.stack([image_of[seed] for seed in seeds]) if keep_all else None
     written = []
     if not args.grid_only:
         names = [f'seed{seed:04d}.png' for seed in (seeds[0], seeds[-1])]
         written.append(names[0] if len(seeds) == 1 else f'{len(seeds)} images {names[0]} .. '
                        + names[1])
     if args.grid or args.grid_only:
-        plots.save_image_grid(np.stack(all_images), os.path.join(outdir, 'grid.png'))
+        plots.save_image_grid(all_images, os.path.join(outdir, 'grid.png'))
         written.append('grid.png')
     if args.attn_maps:
         # (images, heads, tokens) per stage, the first seeds asked
@@ -196,7 +201,7 @@ def write_images(args, seeds, conf, sampler, outdir):
                                           heads=conf.g_heads, plot_size=conf.plot_size,
                                           max_images=ATTENTION_IMAGES)
         written.extend(os.path.basename(path) for path in paths)
-    return np.stack(all_images), written
+    return all_images, written
 
 
 def write_interpolation(args, seeds, conf, sampler, outdir):

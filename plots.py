@@ -232,7 +232,11 @@ def save_loss_curves(history, path):
             axis.legend(fontsize=7)
     for axis in axes[len(panels):]:
         axis.set_axis_off()
-    figure.tight_layout()
+    # Fixed margins in inches (tick labels, axis label, title), as tight_layout found them: it
+    # measured every text's extent and took 0.36 s of the 1.0 s this picture costs each save.
+    width, height = 6 * columns, 3 * rows
+    figure.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.55 / height,
+                           top=1 - 0.3 / height, wspace=0.9 / 6, hspace=0.85 / 3)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path)
     return path

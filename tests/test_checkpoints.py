@@ -68,6 +68,8 @@ def _run_record(run):
 
 @pytest.mark.slow
 def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
+    """Merged with test_a_moved_dataset_is_a_notice_and_kept_in_the_record, which trained the
+    same old run for its first resume: its assertions follow, on this run."""
     run, data = old_run
     with open(os.path.join(run, 'config.json')) as f:
         stored = json.load(f)
@@ -102,6 +104,30 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
     assert 'Train dataset: 16 images' in out
     assert [line for line in out.splitlines() if line.startswith('notice: ')] == [
         f'notice: --total_iter 6 replaces the recorded 5 of {run} (kept in run.json)']
+    # The run goes on where its data moved (one resume saved: each traces a training step).
+    _a_moved_dataset_is_a_notice_and_kept_in_the_record(run, data, capsys, total_iter=7)
+
+
+def _a_moved_dataset_is_a_notice_and_kept_in_the_record(run, data, capsys, total_iter):
+    moved = data + '_moved'
+    shutil.move(data, moved)
+    capsys.readouterr()
+    # Where the record points at nothing, the error says that the path came from the record.
+    assert train.main(['--model_dir', run, '--total_iter', str(total_iter)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: The dataset path '{data}' does not exist") and (
+        f'(--file_pattern as recorded in {run}/run.json: give the data\'s new place on the '
+        'command line)') in err
+    assert train.main(['--model_dir', run, '--total_iter', str(total_iter), '--file_pattern',
+                       moved]) == 0
+    out = capsys.readouterr().out
+    assert (f'notice: --file_pattern {moved} replaces the recorded {data} of {run} '
+            '(kept in run.json)') in out
+    record = _run_record(run)
+    assert record['options']['file_pattern'] == moved
+    assert [(change['option'], change['from'], change['to'])
+            for change in record['changes'] if change['option'] == 'file_pattern'] == [
+        ('file_pattern', data, moved)]
 
 
 def test_a_resumed_run_takes_every_network_from_its_checkpoint(old_run):
@@ -141,31 +167,6 @@ def test_a_run_from_before_the_run_record_generates(old_run, tmp_path):
                           '--outdir', str(tmp_path / 'out')]) == 0
     assert sorted(os.listdir(tmp_path / 'out')) == ['grid.png'] + [
         f'seed{seed:04d}.png' for seed in range(4)]
-
-
-@pytest.mark.slow
-def test_a_moved_dataset_is_a_notice_and_kept_in_the_record(old_run, tmp_path, capsys):
-    run, data = old_run
-    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '5',
-                       '--fid_inter', '0']) == 0
-    moved = str(tmp_path / 'moved')
-    shutil.move(data, moved)
-    capsys.readouterr()
-    # Where the record points at nothing, the error says that the path came from the record.
-    assert train.main(['--model_dir', run, '--total_iter', '6']) == 2
-    err = capsys.readouterr().err
-    assert err.startswith(f"error: The dataset path '{data}' does not exist") and (
-        f'(--file_pattern as recorded in {run}/run.json: give the data\'s new place on the '
-        'command line)') in err
-    assert train.main(['--model_dir', run, '--total_iter', '6', '--file_pattern', moved]) == 0
-    out = capsys.readouterr().out
-    assert (f'notice: --file_pattern {moved} replaces the recorded {data} of {run} '
-            '(kept in run.json)') in out
-    record = _run_record(run)
-    assert record['options']['file_pattern'] == moved
-    assert [(change['option'], change['from'], change['to'])
-            for change in record['changes'] if change['option'] == 'file_pattern'] == [
-        ('file_pattern', data, moved)]
 
 
 @pytest.mark.parametrize('given, fid_inter, ckpt_inter', [

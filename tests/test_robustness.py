@@ -346,14 +346,17 @@ def _checkpoint_values(prefix):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('preset', ['tiny', 'demo'])
-def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(preset, tmp_path, monkeypatch):
+def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
     """SIGKILL after the checkpoint in the middle of the second epoch, and again after the one at
     the end of the third; the same command resumes each time (in other processes than the
     uninterrupted run's, which runs in this one). Losses, R1 and logit means of
     every step and every value of the final checkpoint are those of the run never interrupted.
     The interrupted run streams its images from disk, then holds them in memory, then streams
-    again (LADAGAN_IMAGE_MEMORY_MB=0): both pipelines draw the same order, from the step."""
+    again (LADAGAN_IMAGE_MEMORY_MB=0): both pipelines draw the same order, from the step.
+    On the demo model, the one users run first: its step, unlike the tiny preset's, differed
+    between processes while Grappler rewrote it (docs/determinism.md); the tiny preset takes
+    the same code path, so it is not run again here."""
+    preset = 'demo'
     batch = config.make_config(preset).batch_size
     images = _write_noise_images(str(tmp_path / 'images'), batch * 5 // 2)  # 2 batches an epoch
     args = ['--preset', preset, '--file_pattern', images, '--fid_inter', '0', '--ckpt_inter', '3',
@@ -535,6 +538,39 @@ def test_non_finite_values_stop_or_restore_and_are_never_saved(
     assert all(np.isfinite(value) for record in records for value in record.values())
 
 
+@pytest.mark.slow
+def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, dataset, capsys):
+    """No NaN put in by hand: learning rates of 1 (5,000 times the official) make the tiny GAN's
+    losses and R1 explode within a few steps (1e8 and 1e14 at the second, seen), then overflow
+    float32. The guard finds the
+    non-finite values, restores the last checkpoint with both learning rates halved, overflows
+    again and stops; nothing non-finite is ever saved or logged."""
+    run = str(tmp_path / 'run')
+    latest_dir = os.path.join(run, 'training-checkpoints')
+    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0',
+                   '--ckpt_inter', '2', '--total_iter', '12', '--seed', '0',
+                   '--set', 'g_lr=1', '--set', 'd_lr=1', '--set', 'nan_retries=1']
+    assert train.main(args) == 1
+    out, err = capsys.readouterr()
+    restore = re.search(r'^non-finite .+ at step (\d+) \((\d+) images\): restored (\S+) with the '
+                        r'learning rates halved \(restore 1 of at most 1\): g_lr=0\.5, d_lr=0\.5$',
+                        out, re.M)
+    assert restore, out
+    restored_seen = int(restore.group(3).rsplit('-', 1)[1])
+    assert restored_seen < int(restore.group(2))  # back to a checkpoint before the overflow
+    stop = re.match(r'error: Training diverged: non-finite .+ at step \d+ \(\d+ images\) after '
+                    r'1 restore\(s\) at halved learning rates; the last good checkpoint is (\S+); ',
+                    err.strip().splitlines()[-1])
+    assert stop, err
+    for name in os.listdir(latest_dir):
+        if name.endswith('.index'):
+            assert _weights_finite(os.path.join(latest_dir, name[:-len('.index')]))
+    records = _metrics(run)
+    assert records and all(np.isfinite(value) for record in records for value in record.values())
+    seen = [record['n_images'] for record in records]
+    assert seen == list(range(BATCH, seen[-1] + 1, BATCH))  # the undone steps' records dropped
+
+
 # ---------------------------------------------------------------- untrusted files
 
 class _Payload:
@@ -577,11 +613,11 @@ def test_a_kill_during_an_evaluation_loses_no_training(tmp_path, dataset, fid_we
     evaluation leaves it, and the same command resumes from it and evaluates again."""
     run = str(tmp_path / 'run')
     ckpt_dir = os.path.join(run, 'training-checkpoints')
-    # 100 generated images make each evaluation last seconds (the FID network runs at 7 to 18
+    # 50 generated images make each evaluation last seconds (the FID network runs at 7 to 18
     # img/s on a 2-core CPU): long enough to be killed inside it, milliseconds after it starts.
     command = [sys.executable, TRAIN] + TINY + [
         '--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2', '--total_iter', '4',
-        '--set', 'n_fid_real=40', '--set', 'n_fid_gen=100']
+        '--set', 'n_fid_real=40', '--set', 'n_fid_gen=50']
     process, log = _start(command, tmp_path / 'log1.txt')
     try:
         _wait_for(lambda: _latest(ckpt_dir)[1] == 2 * BATCH, process, 300,
