@@ -104,7 +104,7 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
     assert 'Train dataset: 16 images' in out
     assert [line for line in out.splitlines() if line.startswith('notice: ')] == [
         f'notice: --total_iter 6 replaces the recorded 5 of {run} (kept in run.json)']
-    # The run goes on where its data moved (one resume saved: each traces a training step).
+    # The run goes on where its data moved: on this run, which spares tracing one more resume.
     _a_moved_dataset_is_a_notice_and_kept_in_the_record(run, data, capsys, total_iter=7)
 
 
