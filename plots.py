@@ -232,11 +232,16 @@ def save_loss_curves(history, path):
             axis.legend(fontsize=7)
     for axis in axes[len(panels):]:
         axis.set_axis_off()
-    # Fixed margins in inches (tick labels, axis label, title), as tight_layout found them: it
+    # Fixed margins and gaps in inches (tick labels, axis label, title), not tight_layout: it
     # measured every text's extent and took 0.36 s of the 1.0 s this picture costs each save.
+    # subplots_adjust takes gaps as fractions of a panel's size, so they are converted here.
     width, height = 6 * columns, 3 * rows
-    figure.subplots_adjust(left=0.6 / width, right=1 - 0.15 / width, bottom=0.55 / height,
-                           top=1 - 0.3 / height, wspace=0.9 / 6, hspace=0.85 / 3)
+    left, right, bottom, top, column_gap, row_gap = 0.75, 0.15, 0.55, 0.3, 0.9, 0.8
+    panel_width = (width - left - right - column_gap * (columns - 1)) / columns
+    panel_height = (height - bottom - top - row_gap * (rows - 1)) / rows
+    figure.subplots_adjust(left=left / width, right=1 - right / width, bottom=bottom / height,
+                           top=1 - top / height, wspace=column_gap / panel_width,
+                           hspace=row_gap / panel_height)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     figure.savefig(path)
     return path

@@ -542,9 +542,8 @@ def test_non_finite_values_stop_or_restore_and_are_never_saved(
 def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, dataset, capsys):
     """No NaN put in by hand: learning rates of 1 (5,000 times the official) make the tiny GAN's
     losses and R1 explode within a few steps (1e8 and 1e14 at the second, seen), then overflow
-    float32. The guard finds the
-    non-finite values, restores the last checkpoint with both learning rates halved, overflows
-    again and stops; nothing non-finite is ever saved or logged."""
+    float32. The guard finds the non-finite values, restores the last checkpoint with both
+    learning rates halved, overflows again and stops; nothing non-finite is saved or logged."""
     run = str(tmp_path / 'run')
     latest_dir = os.path.join(run, 'training-checkpoints')
     args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0',
@@ -556,10 +555,11 @@ def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, 
                         r'learning rates halved \(restore 1 of at most 1\): g_lr=0\.5, d_lr=0\.5$',
                         out, re.M)
     assert restore, out
+    # Back to the last checkpoint before the overflow (one every 2 steps).
     restored_seen = int(restore.group(3).rsplit('-', 1)[1])
-    assert restored_seen < int(restore.group(2))  # back to a checkpoint before the overflow
-    stop = re.match(r'error: Training diverged: non-finite .+ at step \d+ \(\d+ images\) after '
-                    r'1 restore\(s\) at halved learning rates; the last good checkpoint is (\S+); ',
+    assert restored_seen == 2 * BATCH * ((int(restore.group(1)) - 1) // 2) > 0
+    stop = re.match(r'error: Training diverged: non-finite .+ at step \d+ \((\d+) images\) after '
+                    r'1 restore\(s\) at halved learning rates; the last good checkpoint is \S+; ',
                     err.strip().splitlines()[-1])
     assert stop, err
     for name in os.listdir(latest_dir):
@@ -569,6 +569,7 @@ def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, 
     assert records and all(np.isfinite(value) for record in records for value in record.values())
     seen = [record['n_images'] for record in records]
     assert seen == list(range(BATCH, seen[-1] + 1, BATCH))  # the undone steps' records dropped
+    assert seen[-1] == int(stop.group(1)) - BATCH  # the log ends at the last finite step
 
 
 # ---------------------------------------------------------------- untrusted files
