@@ -7,8 +7,8 @@ test runs it: in which workspace (a temporary folder holding small image sets at
 documents use, the commands of one workspace running in document order: README.md, then docs/
 by file name), what stands in for a placeholder (RUN, NAME, DIR), which arguments are appended to
 keep it short on a CPU (fewer iterations, a smaller batch, fewer images, the demo model's
-widths; the code path is the one the command takes), and what it must produce. A command without an entry fails
-`test_every_documented_command_is_run`. The two set-up commands are run by .ci/run in a new
+widths; the code path is the one the command takes), and what it must produce. A command
+without an entry fails `test_every_documented_command_is_run`. The two set-up commands are run by .ci/run in a new
 virtual environment (tests/test_readme.py keeps them identical).
 
 No function or config of the project is mocked. A command runs the script's `main(argv)` in
