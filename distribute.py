@@ -88,15 +88,48 @@ def make_distributed_dataset(strategy, file_pattern, conf):
     return make
 
 
+def _sum_over_workers(strategy, value):
+    """The sum of float `value` over the workers of a multi-worker run (a collective: every
+    worker calls it at the same point). One traced function per strategy, as the stop check
+    runs at every step."""
+    all_sum = _all_sums.get(id(strategy))
+    if all_sum is None:
+        @tf.function
+        def all_sum(x):
+            per_replica = strategy.run(lambda: tf.identity(x))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+        _all_sums[id(strategy)] = all_sum
+    # Each of this worker's replicas adds its share: the sum over replicas is `value` per worker.
+    return float(all_sum(tf.constant(value / len(strategy.extended.worker_devices), tf.float32)))
+
+
+_all_sums = {}  # id(strategy) -> its traced all-reduce
+
+
 def broadcast_from_chief(strategy, value, chief):
     """The chief's float `value`, on every worker of a multi-worker run (else unchanged)."""
     if getattr(strategy, 'cluster_resolver', None) is None:
         return value
-    local_replicas = len(strategy.extended.worker_devices)
-    share = tf.constant((value if chief else 0.0) / local_replicas, tf.float32)
+    return _sum_over_workers(strategy, value if chief else 0.0)
 
-    @tf.function
-    def all_sum(x):
-        per_replica = strategy.run(lambda: tf.identity(x))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
-    return float(all_sum(share))
+
+def any_worker(strategy, flag):
+    """Whether bool `flag` is true on any worker of a multi-worker run (else `flag`)."""
+    if getattr(strategy, 'cluster_resolver', None) is None:
+        return flag
+    return _sum_over_workers(strategy, float(flag)) > 0
+
+
+def check_workers_resume_together(strategy, chief, step, model_dir):
+    """Raise UserError on every worker of a multi-worker run when one resumes at another step
+    than the chief: its --model_dir is not the chief's folder (a disk of its own)."""
+    if getattr(strategy, 'cluster_resolver', None) is None:
+        return
+    chief_step = broadcast_from_chief(strategy, float(step), chief)  # exact below 2^24 steps
+    differs = chief_step != step
+    if any_worker(strategy, differs):
+        found = (f'this worker finds step {step} in {model_dir}, the chief step '
+                 f'{int(chief_step)}' if differs else 'another worker does not find the '
+                 f'chief\'s step {int(chief_step)} in its --model_dir')
+        raise UserError(f'the workers would resume from different checkpoints ({found}): '
+                        '--model_dir must be one folder on storage that every worker reads')

@@ -16,8 +16,18 @@ run goes on counting where it stopped.
 """
 import dataclasses
 
+import tensorflow as tf
+
 # The counters a checkpoint holds, in the order of Guard.counters().
 COUNTERS = ('nan_restores', 'fid_rollbacks', 'bad_evaluations', 'evaluations_since_best')
+
+
+def non_finite_names(named_values):
+    """Names in {name: tensor or variable} whose value holds a NaN or an infinity; non-float
+    values (counters, seeds) are skipped."""
+    return [name for name, value in named_values.items()
+            if tf.as_dtype(value.dtype).is_floating
+            and not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(value))))]
 
 
 @dataclasses.dataclass

@@ -72,14 +72,6 @@ def option_defaults(known):
             'metrics_inter': 100, 'max_ckpt_to_keep': 2}
 
 
-def non_finite_names(named_values):
-    """Names in {name: tensor or variable} whose value holds a NaN or an infinity; non-float
-    values (counters, seeds) are skipped."""
-    return [name for name, value in named_values.items()
-            if tf.as_dtype(value.dtype).is_floating
-            and not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(value))))]
-
-
 def make_fid_evaluator(conf, eval_source):
     """A callable generator -> FID, or None (with one printed line) when FID cannot run."""
     try:
@@ -106,9 +98,9 @@ class Trainer:
         self.resume_from, self.resume_is_best = self._checkpoint_to_resume()
         # A network the checkpoint to resume holds starts from it: no initial values to draw.
         # (Old runs' checkpoints hold G only through G's optimizer: G is drawn, then restored.)
-        stored = ({name.split('/')[0] for name, _ in tf.train.list_variables(self.resume_from)}
-                  if self.resume_from else set())
-        self.stored_names = stored
+        self.stored_names = stored = ({name.split('/')[0] for name, _ in
+                                       tf.train.list_variables(self.resume_from)}
+                                      if self.resume_from else set())
         with strategy.scope():
             generator = model_lib.build_generator(conf, initialize='generator' not in stored)
             discriminator = model_lib.build_discriminator(
@@ -150,7 +142,7 @@ class Trainer:
         self.fid_evaluator = None
         self.last_good = None  # the checkpoint a NaN restore goes back to
         self.step = self.saved_step = 0
-        self.stop_signal = None
+        self.stop_signal, self.stop_agreed = None, False  # this process's; any worker's
         self.finished = False  # early stop
         self.bar = None
         self.data_iter = None  # the batches from self.step on (made in run)
@@ -170,11 +162,9 @@ class Trainer:
     # ------------------------------------------------------------------ resume
     def _checkpoint_to_resume(self):
         """(prefix, whether it is the best checkpoint) of the newest complete checkpoint of the
-        run folder, or (None, False) for a new run."""
-        # Every worker resumes from the chief's checkpoints.
-        latest = tf.train.latest_checkpoint(os.path.join(self.model_dir, 'training-checkpoints'))
-        best = tf.train.latest_checkpoint(os.path.join(self.model_dir,
-                                                       'best-training-checkpoints'))
+        run folder (the chief's, on every worker), or (None, False) for a new run."""
+        latest, best = (tf.train.latest_checkpoint(os.path.join(self.model_dir, folder))
+                        for folder in ('training-checkpoints', 'best-training-checkpoints'))
         # The best checkpoint is written after the latest one of the same step, with that step's
         # FID: when it is as new or newer (a kill came between the two), resume from it.
         latest_images = (checkpoints.checkpoint_scalar(latest, 'n_images') or 0) if latest else 0
@@ -198,6 +188,8 @@ class Trainer:
             print(f'Resumed from {prefix}: {self.n_images:,} images seen, last FID '
                   f'{self.scalar("fid"):.3f}, best FID {self.scalar("best_fid"):.3f}')
         self.step = self.saved_step = self.n_images // self.batch
+        distribute.check_workers_resume_together(self.strategy, self.chief, self.step,
+                                                 self.model_dir)
         if prefix and 'data_order' not in self.stored_names:
             print(f'notice: {prefix} was written before runs kept their data order: the run '
                   f'goes on from image {self.n_images:,} of the exact order, but its images '
@@ -243,7 +235,7 @@ class Trainer:
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         self._restart_clock()
         try:
-            while self.step < total_iter and self.stop_signal is None and not self.finished:
+            while self.step < total_iter and not self._stop_agreed() and not self.finished:
                 if self.data_iter is None:  # a new run, a resume, or a restore that rewound it
                     self.data_iter = iter(make_dataset(self.step))
                 metrics = self.gan.train_step(next(self.data_iter))
@@ -264,7 +256,7 @@ class Trainer:
                     self._log_metrics(metrics)
                 if save_now:
                     self.save(with_fid=fid_now)
-            if self.stop_signal is not None:
+            if self.stop_agreed:
                 self._save_on_signal(metrics if self.step != self.saved_step else None)
             elif self.step != self.saved_step:
                 self.save(with_fid=bool(fid_inter))
@@ -275,6 +267,12 @@ class Trainer:
 
     def _request_stop(self, signum, frame):
         self.stop_signal = signum
+
+    def _stop_agreed(self):
+        """Whether this process or any other worker was signalled to stop. Every worker asks
+        before every step, so all stop after the same one and save together (collectively)."""
+        self.stop_agreed = distribute.any_worker(self.strategy, self.stop_signal is not None)
+        return self.stop_agreed
 
     def _tick(self):
         """Count the time since the last tick as training time. Call it only once the last
@@ -369,7 +367,9 @@ class Trainer:
             self._tick()
             self._store_state()
             self.latest.save(self.step * self.batch)
-        tqdm.write(f'Stopped on signal {self.stop_signal}; the checkpoint at '
+        why = (f'on signal {self.stop_signal}' if self.stop_signal is not None else
+               'with the other workers, one of which was signalled')
+        tqdm.write(f'Stopped {why}; the checkpoint at '
                    f'{self.step * self.batch:,} images is saved')
 
     # ------------------------------------------------------------------ the guard's decisions
@@ -382,7 +382,7 @@ class Trainer:
         named = dict(metrics)
         for net in (self.gan.generator, self.gan.ema_generator, self.gan.discriminator):
             named.update((weight.path, weight) for weight in net.weights)
-        return non_finite_names(named)
+        return guard_lib.non_finite_names(named)
 
     def _what(self, bad_names):
         shown = ', '.join(bad_names[:3]) + (f' and {len(bad_names) - 3} more'

@@ -1,6 +1,10 @@
 """tf.distribute and mixed precision: same step on two replicas, two workers, float16/bfloat16."""
 import json
 import os
+import re
+import shlex
+import shutil
+import signal
 import subprocess
 import sys
 
@@ -15,7 +19,9 @@ sys.path.insert(0, ROOT)
 import config  # noqa: E402
 import model  # noqa: E402
 import gan  # noqa: E402
-from test_readme_commands import MULTIWORKER, run_command  # noqa: E402
+from test_readme_commands import COMMANDS, MULTIWORKER, free_ports, run_command  # noqa: E402
+from test_robustness import (_checkpoint_values, _latest, _losses, _metrics, _read,  # noqa: E402
+                             _wait_for)
 
 
 def _run_script(*args):
@@ -57,11 +63,108 @@ def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_repor
 @pytest.mark.slow
 @pytest.mark.xdist_group('commands_multiworker')
 def test_two_workers_train_together(workspaces):
-    """Two worker processes on localhost, configured by TF_CONFIG, train 3 steps together into
+    """Two worker processes on localhost, configured by TF_CONFIG, train 12 steps together into
     one run folder: docs/distributed.md's multi-worker command, run once and shared with
-    tests/test_readme_commands.py, checked by check_two_workers (both workers finish with 48
-    images seen, metrics at 16, 32, 48, the checkpoint state file, no scratch folder left)."""
+    tests/test_readme_commands.py, checked by check_two_workers (both workers finish with 192
+    images seen, metrics every 16, the checkpoint state file, no scratch folder left)."""
     run_command(workspaces, MULTIWORKER)
+
+
+def _start_workers(argv, cwd, logs, model_dirs=None):
+    """One train.py process per worker on free local ports, each with its TF_CONFIG (and its
+    --model_dir, where `model_dirs` gives one)."""
+    ports = free_ports(len(logs))
+    cluster = {'worker': [f'127.0.0.1:{port}' for port in ports]}
+    processes = []
+    for index, log in enumerate(logs):
+        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_CONFIG=json.dumps(
+            {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
+        model_dir = (model_dirs or [None] * len(logs))[index]
+        with open(log, 'w') as out:
+            processes.append(subprocess.Popen(
+                argv + (['--model_dir', model_dir] if model_dir else []), cwd=cwd, env=env,
+                stdout=out, stderr=subprocess.STDOUT))
+    return processes
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group('commands_multiworker')
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_uninterrupted_run(
+        workspaces, tmp_path):
+    """docs/distributed.md's multi-worker command, with its test's options, in a copy of its
+    workspace: SIGTERM to worker 1 (not the chief) once two steps are logged. Both workers stop
+    after the same step, save it together and exit 0; started again with worker 1 in a folder
+    of its own, both refuse; started again as before, both resume and finish, and the losses
+    of every step and every value of the final checkpoint are those of the command's
+    uninterrupted run."""
+    run_command(workspaces, MULTIWORKER)  # the uninterrupted run
+    workspace = workspaces.folder('multiworker')
+    reference = os.path.join(workspace, 'runs', 'cifar10')
+    shutil.copytree(os.path.join(workspace, 'data'), tmp_path / 'data')
+    words = shlex.split(f'{MULTIWORKER} {COMMANDS[MULTIWORKER].append}')
+    assert words[0].startswith('TF_CONFIG=') and words[1:3] == ['python3', 'train.py']
+    argv = [sys.executable, os.path.join(ROOT, 'train.py')] + words[3:]
+    total_images = int(words[words.index('--total_iter') + 1]) * 16
+    run = str(tmp_path / 'runs' / 'cifar10')
+    logs = [str(tmp_path / f'worker{index}.txt') for index in range(2)]
+    workers = _start_workers(argv, tmp_path, logs)
+    try:
+        _wait_for(lambda: os.path.isfile(os.path.join(run, 'metrics.jsonl'))
+                  and len(_metrics(run)) >= 2, workers[0], 300, 'two logged steps')
+        workers[1].send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    outputs = [_read(log) for log in logs]
+    assert codes == [0, 0], outputs
+    stops = [re.search(r'Stopped (.*); the checkpoint at ([\d,]+) images is saved', out)
+             for out in outputs]
+    assert stops[0].group(1) == 'with the other workers, one of which was signalled', outputs[0]
+    assert stops[1].group(1) == 'on signal 15', outputs[1]
+    stopped_at = int(stops[0].group(2).replace(',', ''))
+    assert stops[1].group(2) == stops[0].group(2) and 32 <= stopped_at < total_images, outputs
+    assert _latest(os.path.join(run, 'training-checkpoints'))[1] == stopped_at
+    assert not [name for name in os.listdir(run) if name.startswith('.worker')]
+
+    # A worker whose --model_dir is not the chief's folder (as on a disk of its own) would
+    # resume elsewhere: both workers refuse, exit 2, and the run folder keeps its checkpoint.
+    logs = [str(tmp_path / f'apart{index}.txt') for index in range(2)]
+    workers = _start_workers(argv, tmp_path, logs, model_dirs=[None, str(tmp_path / 'own')])
+    try:
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    outputs = [_read(log) for log in logs]
+    assert codes == [2, 2], outputs
+    assert (f'this worker finds step 0 in {tmp_path / "own"}, the chief step '
+            f'{stopped_at // 16}') in outputs[1]
+    assert f"another worker does not find the chief's step {stopped_at // 16}" in outputs[0]
+    for out in outputs:
+        assert ('--model_dir must be one folder on storage that every worker reads' in
+                out.splitlines()[-1]) and 'Traceback' not in out, out
+    assert _latest(os.path.join(run, 'training-checkpoints'))[1] == stopped_at
+
+    logs = [str(tmp_path / f'resumed{index}.txt') for index in range(2)]
+    workers = _start_workers(argv, tmp_path, logs)
+    try:
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    outputs = [_read(log) for log in logs]
+    assert codes == [0, 0], outputs
+    for out in outputs:
+        assert f'{stopped_at:,} images seen' in out and f'Done: {total_images} images' in out
+    assert _losses(run) == _losses(reference)
+    assert len(_losses(run)) == total_images // 16
+    final, uninterrupted = (_checkpoint_values(_latest(os.path.join(folder,
+                                                                     'training-checkpoints'))[0])
+                            for folder in (run, reference))
+    assert final.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)
 
 
 def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chief(monkeypatch):

@@ -160,11 +160,12 @@ def check_default_cifar10_run(result, ws, batch=4):
 
 
 def check_two_workers(result, ws):
-    """Two worker processes trained 3 steps of the global batch 16 together."""
+    """Two worker processes trained 12 steps of the global batch 16 together (tests/
+    test_distribute.py stops the same command with SIGTERM midway and resumes it)."""
     run = os.path.join(ws, 'runs', 'cifar10')
-    check_default_cifar10_run(result, ws, batch=3 * 16)
-    assert result.stdout.count('Done: 48 images seen') == 2, result.stdout
-    assert [record['n_images'] for record in _metrics(run)] == [16, 32, 48]
+    check_default_cifar10_run(result, ws, batch=12 * 16)
+    assert result.stdout.count('Done: 192 images seen') == 2, result.stdout
+    assert [record['n_images'] for record in _metrics(run)] == list(range(16, 193, 16))
     assert sorted(os.listdir(os.path.join(run, 'training-checkpoints')))[0] == 'checkpoint'
     # Worker 1 joined every save in a scratch folder of its own and removed it at the end.
     assert not [name for name in os.listdir(run) if name.startswith('.worker')]
@@ -450,7 +451,7 @@ COMMANDS = {
     'TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": '
     '"worker", "index": 0}}\' python3 train.py --preset cifar10 --file_pattern data/cifar10 '
     '--strategy multiworker': Run('multiworker', check_two_workers, workers=2,
-                                  append='--total_iter 3 --fid_inter 0 --metrics_inter 1 '
+                                  append='--total_iter 12 --fid_inter 0 --metrics_inter 1 '
                                          '--set batch_size=16 ' + NARROW_32),
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set precision=mixed_bfloat16':
         Run('ffhq', check_bfloat16_run, append=f'{SHORT} --set batch_size=2 {NARROW_128}',
