@@ -21,6 +21,7 @@ from config import UserError
 
 
 RUN_RECORD = 'run.json'
+LATEST_DIR, BEST_DIR = 'training-checkpoints', 'best-training-checkpoints'
 
 
 # train.py options that a run folder remembers, so that `train.py --model_dir RUN` resumes with
@@ -288,6 +289,60 @@ def load_run_generator(model_dir, ckpt='best', ema=True):
     return conf, generator
 
 
+class RunCheckpoints:
+    """A run's checkpoints and the policy on them: the latest ones (every ckpt_inter steps, and
+    before each evaluation so that a kill during one loses no training), the best one (after an
+    evaluation that improved FID), which one a run resumes from, and where a restore goes back
+    to: the last good (finite, complete) latest checkpoint after a NaN, the best on a rollback.
+
+    Every worker reads the chief's folder `model_dir`; the other workers of a multi-worker run
+    take part in each (collective) save but write to `write_dir`, a scratch folder of their own.
+    """
+
+    def __init__(self, model_dir, write_dir):
+        self.model_dir, self.write_dir = model_dir, write_dir
+        self.resume_from, self.resume_is_best = self._to_resume()
+        self.last_good = None  # the checkpoint a NaN restore goes back to
+        self.latest = self.best = None  # CheckpointManagers, once track() has the objects
+
+    def _to_resume(self):
+        """(prefix, whether it is the best checkpoint) of the newest complete checkpoint of the
+        run folder, or (None, False) for a new run."""
+        latest, best = (tf.train.latest_checkpoint(os.path.join(self.model_dir, folder))
+                        for folder in (LATEST_DIR, BEST_DIR))
+        # The best checkpoint is written after the latest one of the same step, with that step's
+        # FID: when it is as new or newer (a kill came between the two), resume from it.
+        latest_images = (checkpoint_scalar(latest, 'n_images') or 0) if latest else 0
+        if best and (not latest or (checkpoint_scalar(best, 'n_images') or 0) >= latest_images > 0):
+            return best, True
+        return latest, False
+
+    def stored_names(self):
+        """What the checkpoint to resume holds, by top-level name ('generator', 'data_order', ..)."""
+        return ({name.split('/')[0] for name, _ in tf.train.list_variables(self.resume_from)}
+                if self.resume_from else set())
+
+    def track(self, ckpt, max_to_keep):
+        """Save `ckpt` (a tf.train.Checkpoint) from now on, keeping `max_to_keep` latest ones."""
+        self.latest = tf.train.CheckpointManager(ckpt, os.path.join(self.write_dir, LATEST_DIR),
+                                                 max_to_keep)
+        self.best = tf.train.CheckpointManager(ckpt, os.path.join(self.write_dir, BEST_DIR), 1)
+
+    def save_latest(self, n_images):
+        """Save a latest checkpoint of values the caller found finite: the last good one."""
+        prefix = self.latest.save(n_images)
+        self.last_good = os.path.join(self.model_dir, os.path.relpath(prefix, self.write_dir))
+
+    def save_best(self, n_images):
+        self.best.save(n_images)
+
+    def restore_target(self, which):
+        """The prefix a restore goes back to: 'best' (a rollback) or 'latest' (after a NaN)."""
+        if which == 'best':
+            return tf.train.latest_checkpoint(os.path.join(self.model_dir, BEST_DIR))
+        return self.last_good
+
+
 def checkpoint_scalar(prefix, name):
     """Scalar variable `name` ('n_images', 'fid', 'best_fid') of one of our checkpoints, or None."""
     reader = tf.train.load_checkpoint(prefix)
@@ -312,7 +367,7 @@ def check_run_checkpoints(model_dir, conf):
     state always names a complete checkpoint (tests/test_robustness.py kills saves to check).
     This catches damage from outside: a truncated copy, a full disk, files of another run."""
     prefixes = []
-    for folder_name in ('training-checkpoints', 'best-training-checkpoints'):
+    for folder_name in (LATEST_DIR, BEST_DIR):
         folder = os.path.join(model_dir, folder_name)
         state_path = os.path.join(folder, 'checkpoint')
         if not os.path.exists(state_path):

@@ -82,12 +82,11 @@ def make_fid_evaluator(conf, eval_source):
 
 
 class Trainer:
-    """One run's training loop and what it keeps between steps: the GAN and its checkpoints, the
-    metric log, the schedule, the training clock and the guard (guard.py), whose decisions it
-    carries out.
-
-    The chief writes the run folder; other workers of a multi-worker run take part in every
-    (collective) checkpoint save but write to a scratch folder of their own."""
+    """One run's training loop and what it keeps between steps: the GAN, the metric log, the
+    schedule and the training clock. Three pieces it drives live elsewhere, by name: the
+    checkpoints and which one to resume or restore (checkpoints.RunCheckpoints), the decisions
+    on NaNs and FID (guard.Guard, carried out here), and what an evaluation produces (the FID
+    of fid.training_evaluator; the pictures and the report of outputs.write_pictures)."""
 
     def __init__(self, conf, model_dir, options, strategy):
         self.conf, self.model_dir, self.options, self.strategy = conf, model_dir, options, strategy
@@ -95,12 +94,10 @@ class Trainer:
         self.write_dir = model_dir if self.chief else os.path.join(
             model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
         self.batch = conf.batch_size
-        self.resume_from, self.resume_is_best = self._checkpoint_to_resume()
+        self.ckpts = checkpoints.RunCheckpoints(model_dir, self.write_dir)
         # A network the checkpoint to resume holds starts from it: no initial values to draw.
         # (Old runs' checkpoints hold G only through G's optimizer: G is drawn, then restored.)
-        self.stored_names = stored = ({name.split('/')[0] for name, _ in
-                                       tf.train.list_variables(self.resume_from)}
-                                      if self.resume_from else set())
+        self.stored_names = stored = self.ckpts.stored_names()
         with strategy.scope():
             generator = model_lib.build_generator(conf, initialize='generator' not in stored)
             discriminator = model_lib.build_discriminator(
@@ -129,18 +126,13 @@ class Trainer:
                      'XLA' if self.gan.xla else 'TensorFlow kernels, no XLA')
         print(f'train step: {step_mode} (jit={conf.jit})')
         self.checkpoint_objects = self.gan.checkpoint_objects(**state)
-        self.ckpt = tf.train.Checkpoint(**self.checkpoint_objects)
-        self.latest = tf.train.CheckpointManager(
-            self.ckpt, os.path.join(self.write_dir, 'training-checkpoints'),
-            options['max_ckpt_to_keep'])
-        self.best = tf.train.CheckpointManager(
-            self.ckpt, os.path.join(self.write_dir, 'best-training-checkpoints'), 1)
+        self.ckpts.track(tf.train.Checkpoint(**self.checkpoint_objects),
+                         options['max_ckpt_to_keep'])
         self.log = checkpoints.RunLog(self.write_dir)
         self.guard = guard_lib.Guard(conf)
         self.sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
             [64, conf.noise_dim]).astype(np.float32)
         self.fid_evaluator = None
-        self.last_good = None  # the checkpoint a NaN restore goes back to
         self.step = self.saved_step = 0
         self.stop_signal, self.stop_agreed = None, False  # this process's; any worker's
         self.finished = False  # early stop
@@ -160,28 +152,15 @@ class Trainer:
         return float(self.state[name].numpy())
 
     # ------------------------------------------------------------------ resume
-    def _checkpoint_to_resume(self):
-        """(prefix, whether it is the best checkpoint) of the newest complete checkpoint of the
-        run folder (the chief's, on every worker), or (None, False) for a new run."""
-        latest, best = (tf.train.latest_checkpoint(os.path.join(self.model_dir, folder))
-                        for folder in ('training-checkpoints', 'best-training-checkpoints'))
-        # The best checkpoint is written after the latest one of the same step, with that step's
-        # FID: when it is as new or newer (a kill came between the two), resume from it.
-        latest_images = (checkpoints.checkpoint_scalar(latest, 'n_images') or 0) if latest else 0
-        if best and (not latest or
-                     (checkpoints.checkpoint_scalar(best, 'n_images') or 0) >= latest_images > 0):
-            return best, True
-        return latest, False
-
     def restore(self):
         """Continue from the newest complete checkpoint of the run folder, if any."""
-        prefix = self.resume_from
+        prefix = self.ckpts.resume_from
         if prefix:
             gan.restore_checkpoint(self.gan, self.checkpoint_objects, prefix)
-            self.last_good = prefix
-        if prefix and self.resume_is_best:
+            self.ckpts.last_good = prefix
+        if prefix and self.ckpts.resume_is_best:
             newer = ' instead, as new or newer' if tf.train.latest_checkpoint(
-                os.path.join(self.model_dir, 'training-checkpoints')) else ''
+                os.path.join(self.model_dir, checkpoints.LATEST_DIR)) else ''
             print(f'Resumed from {prefix}{newer}: {self.n_images:,} images seen, best FID '
                   f'{self.scalar("best_fid"):.3f}')
         elif prefix:
@@ -314,7 +293,7 @@ class Trainer:
         if with_fid:
             self.state['evaluating'].assign(n_images)
         self._store_state()
-        self.last_good = self._chief_path(self.latest.save(n_images))
+        self.ckpts.save_latest(n_images)
         self.saved_step = self.step
         if with_fid:
             self.evaluate(n_images)
@@ -344,7 +323,7 @@ class Trainer:
         if improved:
             self.state['best_fid'].assign(fid)
             self._store_state()
-            self.best.save(n_images)
+            self.ckpts.save_best(n_images)
         if logged_fid is None:
             note = f'FID {fid:.3f}' + (' (best)' if improved else '') if np.isfinite(fid) else ''
             self._after_save(n_images, note)
@@ -363,10 +342,10 @@ class Trainer:
             bad_names = self._non_finite(metrics)
             if bad_names:  # no restore here: the run was asked to stop
                 self._carry_out(self.guard.after_non_finite(
-                    self._what(bad_names), self.last_good, may_restore=False))
+                    self._what(bad_names), self.ckpts.last_good, may_restore=False))
             self._tick()
             self._store_state()
-            self.latest.save(self.step * self.batch)
+            self.ckpts.save_latest(self.step * self.batch)
         why = (f'on signal {self.stop_signal}' if self.stop_signal is not None else
                'with the other workers, one of which was signalled')
         tqdm.write(f'Stopped {why}; the checkpoint at '
@@ -396,7 +375,8 @@ class Trainer:
         if not bad_names:
             return False
         self._tick()  # the undone steps' time was spent all the same: train_seconds keeps it
-        self._carry_out(self.guard.after_non_finite(self._what(bad_names), self.last_good))
+        self._carry_out(self.guard.after_non_finite(self._what(bad_names),
+                                                    self.ckpts.last_good))
         return True
 
     def _carry_out(self, event):
@@ -417,25 +397,17 @@ class Trainer:
             tqdm.write(f'{event.message}: g_lr={conf.g_lr / 2 ** halvings:.3g}, '
                        f'd_lr={conf.d_lr / 2 ** halvings:.3g}')
 
-    def _chief_path(self, prefix):
-        """The chief's copy of a checkpoint this process saved: the one every worker reads."""
-        return os.path.join(self.model_dir, os.path.relpath(prefix, self.write_dir))
-
     def _restore(self, which):
         """Go back to the last good checkpoint ('latest', after a NaN) or to the best one (a
         rollback), with both learning rates halved once more than before."""
-        if which == 'best':
-            prefix = tf.train.latest_checkpoint(
-                os.path.join(self.model_dir, 'best-training-checkpoints'))
-        else:
-            prefix = self.last_good
+        prefix = self.ckpts.restore_target(which)
         # The latest checkpoint is written before its evaluation: it must not bring back an
         # older best FID (the next evaluation would then replace the true best).
         best_fid, evaluated = self.scalar('best_fid'), int(self.scalar('evaluated'))
         gan.restore_checkpoint(self.gan, self.checkpoint_objects, prefix)
         self.state['best_fid'].assign(min(best_fid, self.scalar('best_fid')))
         self.state['evaluated'].assign(max(evaluated, int(self.scalar('evaluated'))))
-        self.last_good = prefix
+        self.ckpts.last_good = prefix
         conf, halvings = self.conf, self.guard.lr_halvings
         for optimizer, base_lr in ((self.gan.g_optimizer, conf.g_lr),
                                    (self.gan.d_optimizer, conf.d_lr)):

@@ -150,12 +150,12 @@ def test_a_resumed_run_takes_every_network_from_its_checkpoint(old_run):
                 'ema_generator': model.build_generator(conf, 'ema_generator', initialize=False)}
     # Before it is read: the kernels that take the configured initializer are all zero.
     assert not np.any(expected['discriminator'].weights[0].numpy())
-    tf.train.Checkpoint(**expected).read(trainer.resume_from).assert_existing_objects_matched()
+    tf.train.Checkpoint(**expected).read(trainer.ckpts.resume_from).assert_existing_objects_matched()
     for name, net in expected.items():
         for weight, reference in zip(getattr(trainer.gan, name).weights, net.weights):
             assert np.any(reference.numpy()) or 'bias' in weight.path, weight.path
             np.testing.assert_array_equal(weight.numpy(), reference.numpy(), err_msg=weight.path)
-    reader = tf.train.load_checkpoint(trainer.resume_from)
+    reader = tf.train.load_checkpoint(trainer.ckpts.resume_from)
     for index, weight in enumerate(trainer.gan.generator.trainable_weights):
         np.testing.assert_array_equal(weight.numpy(), reader.get_tensor(
             f'g_optimizer/_trainable_variables/{index}/.ATTRIBUTES/VARIABLE_VALUE'))
