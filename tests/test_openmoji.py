@@ -22,6 +22,12 @@ def test_openmoji_renders_colour_emoji_and_caches(tmp_path, monkeypatch):
     corners = images[:, [0, 0, -1, -1], [0, -1, 0, -1]]
     assert (corners == 255).all()  # white background, glyphs not touching the corners
     assert os.path.exists(os.path.join(folder, 'ATTRIBUTION.txt'))
+    # The demo set repeats: rendered again, in one process instead of several, pixel for pixel.
+    again = data.list_image_files(openmoji.openmoji_dataset(
+        32, cache_dir=str(tmp_path / 'again'), limit=40, num_workers=1))
+    assert [os.path.basename(path) for path in again] == [os.path.basename(p) for p in files]
+    np.testing.assert_array_equal(np.stack([np.asarray(Image.open(path)) for path in again]),
+                                  images)
 
     def must_not_render(*args, **kwargs):
         raise AssertionError('the cached folder should have been reused')

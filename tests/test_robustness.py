@@ -346,11 +346,13 @@ def _checkpoint_values(prefix):
 
 
 @pytest.mark.slow
-def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch):
+def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch, capsys,
+                                                                  fid_weights):
     """SIGKILL after the checkpoint in the middle of the second epoch, and again after the one at
     the end of the third; the same command resumes each time (in other processes than the
     uninterrupted run's, which runs in this one). Losses, R1 and logit means of
-    every step and every value of the final checkpoint are those of the run never interrupted.
+    every step, the FID of every evaluation (two of them redone after a kill during them) and
+    every value of the final checkpoint are those of the run never interrupted.
     The interrupted run streams its images from disk, then holds them in memory, then streams
     again (LADAGAN_IMAGE_MEMORY_MB=0): both pipelines draw the same order, from the step.
     On the demo model, the one users run first: its step, unlike the tiny preset's, differed
@@ -359,8 +361,10 @@ def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monke
     preset = 'demo'
     batch = config.make_config(preset).batch_size
     images = _write_noise_images(str(tmp_path / 'images'), batch * 5 // 2)  # 2 batches an epoch
-    args = ['--preset', preset, '--file_pattern', images, '--fid_inter', '0', '--ckpt_inter', '3',
-            '--metrics_inter', '1', '--total_iter', '9', '--seed', '3']
+    # FID at every checkpoint: each kill comes during an evaluation, which the resume redoes.
+    args = ['--preset', preset, '--file_pattern', images, '--fid_inter', '3', '--ckpt_inter', '3',
+            '--metrics_inter', '1', '--total_iter', '9', '--seed', '3',
+            '--set', f'n_fid_real={batch * 5 // 2}', '--set', 'n_fid_gen=50']
     uninterrupted, run = str(tmp_path / 'uninterrupted'), str(tmp_path / 'run')
     assert train.main(args + ['--model_dir', uninterrupted]) == 0
     ckpt_dir = os.path.join(run, 'training-checkpoints')
@@ -381,13 +385,19 @@ def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monke
     assert 'streamed from disk' in log and 'Resumed' not in log
     log = _read(tmp_path / 'log1.txt')
     assert 'cached in memory' in log and f'Resumed from {ckpt_dir}/ckpt-{3 * batch}:' in log
+    redone = 'The evaluation at {:,} images did not finish before the run stopped'
+    assert redone.format(3 * batch) in log
     monkeypatch.setenv('LADAGAN_IMAGE_MEMORY_MB', '0')
+    capsys.readouterr()
     assert train.main(args + ['--model_dir', run]) == 0
+    assert redone.format(6 * batch) in capsys.readouterr().out
     # The same seed, run in this process and in others: the same losses, bit for bit.
     for folder in (run, uninterrupted):
         with open(os.path.join(folder, 'config.json')) as f:
             assert json.load(f)['seed'] == 3
-    assert len(_losses(run)) == 9 and _losses(run) == _losses(uninterrupted)
+    assert len(_losses(run)) == 9 + 3 and _losses(run) == _losses(uninterrupted)
+    assert [record['n_images'] for record in _losses(run) if 'fid' in record] == [
+        3 * batch, 6 * batch, 9 * batch]
     final, reference = (_checkpoint_values(_latest(os.path.join(folder, 'training-checkpoints'))[0])
                         for folder in (run, uninterrupted))
     assert final.keys() == reference.keys()
