@@ -70,21 +70,31 @@ def test_two_workers_train_together(workspaces):
     run_command(workspaces, MULTIWORKER)
 
 
-def _start_workers(argv, cwd, logs, model_dirs=None):
-    """One train.py process per worker on free local ports, each with its TF_CONFIG (and its
-    --model_dir, where `model_dirs` gives one)."""
-    ports = free_ports(len(logs))
+def _run_workers(argv, cwd, name, model_dirs=None, sigterm_worker_1_when=None):
+    """One train.py process per worker (two) on free local ports, each with its TF_CONFIG (and
+    its --model_dir, where `model_dirs` gives one); with `sigterm_worker_1_when`, SIGTERM to
+    worker 1 once that condition holds. Returns (exit codes, outputs)."""
+    ports = free_ports(2)
     cluster = {'worker': [f'127.0.0.1:{port}' for port in ports]}
-    processes = []
-    for index, log in enumerate(logs):
-        env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_CONFIG=json.dumps(
-            {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
-        model_dir = (model_dirs or [None] * len(logs))[index]
-        with open(log, 'w') as out:
-            processes.append(subprocess.Popen(
-                argv + (['--model_dir', model_dir] if model_dir else []), cwd=cwd, env=env,
-                stdout=out, stderr=subprocess.STDOUT))
-    return processes
+    logs = [os.path.join(cwd, f'{name}{index}.txt') for index in range(2)]
+    workers = []
+    try:
+        for index, log in enumerate(logs):
+            env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', TF_CONFIG=json.dumps(
+                {'cluster': cluster, 'task': {'type': 'worker', 'index': index}}))
+            model_dir = (model_dirs or [None, None])[index]
+            with open(log, 'w') as out:
+                workers.append(subprocess.Popen(
+                    argv + (['--model_dir', model_dir] if model_dir else []), cwd=cwd,
+                    env=env, stdout=out, stderr=subprocess.STDOUT))
+        if sigterm_worker_1_when:
+            _wait_for(sigterm_worker_1_when, workers[0], 300, 'the moment to stop')
+            workers[1].send_signal(signal.SIGTERM)
+        codes = [worker.wait(timeout=300) for worker in workers]
+    finally:
+        for worker in workers:
+            worker.kill()
+    return codes, [_read(log) for log in logs]
 
 
 @pytest.mark.slow
@@ -106,17 +116,9 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
     argv = [sys.executable, os.path.join(ROOT, 'train.py')] + words[3:]
     total_images = int(words[words.index('--total_iter') + 1]) * 16
     run = str(tmp_path / 'runs' / 'cifar10')
-    logs = [str(tmp_path / f'worker{index}.txt') for index in range(2)]
-    workers = _start_workers(argv, tmp_path, logs)
-    try:
-        _wait_for(lambda: os.path.isfile(os.path.join(run, 'metrics.jsonl'))
-                  and len(_metrics(run)) >= 2, workers[0], 300, 'two logged steps')
-        workers[1].send_signal(signal.SIGTERM)
-        codes = [worker.wait(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    outputs = [_read(log) for log in logs]
+    codes, outputs = _run_workers(
+        argv, str(tmp_path), 'worker', sigterm_worker_1_when=lambda: os.path.isfile(
+            os.path.join(run, 'metrics.jsonl')) and len(_metrics(run)) >= 2)
     assert codes == [0, 0], outputs
     stops = [re.search(r'Stopped (.*); the checkpoint at ([\d,]+) images is saved', out)
              for out in outputs]
@@ -129,14 +131,8 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
 
     # A worker whose --model_dir is not the chief's folder (as on a disk of its own) would
     # resume elsewhere: both workers refuse, exit 2, and the run folder keeps its checkpoint.
-    logs = [str(tmp_path / f'apart{index}.txt') for index in range(2)]
-    workers = _start_workers(argv, tmp_path, logs, model_dirs=[None, str(tmp_path / 'own')])
-    try:
-        codes = [worker.wait(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    outputs = [_read(log) for log in logs]
+    codes, outputs = _run_workers(argv, str(tmp_path), 'apart',
+                                  model_dirs=[None, str(tmp_path / 'own')])
     assert codes == [2, 2], outputs
     assert (f'this worker finds step 0 in {tmp_path / "own"}, the chief step '
             f'{stopped_at // 16}') in outputs[1]
@@ -146,14 +142,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
                 out.splitlines()[-1]) and 'Traceback' not in out, out
     assert _latest(os.path.join(run, 'training-checkpoints'))[1] == stopped_at
 
-    logs = [str(tmp_path / f'resumed{index}.txt') for index in range(2)]
-    workers = _start_workers(argv, tmp_path, logs)
-    try:
-        codes = [worker.wait(timeout=300) for worker in workers]
-    finally:
-        for worker in workers:
-            worker.kill()
-    outputs = [_read(log) for log in logs]
+    codes, outputs = _run_workers(argv, str(tmp_path), 'resumed')
     assert codes == [0, 0], outputs
     for out in outputs:
         assert f'{stopped_at:,} images seen' in out and f'Done: {total_images} images' in out
