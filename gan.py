@@ -76,9 +76,10 @@ class DynamicLossScale(tf.Module):
         return self.scale_var if self.enabled else tf.constant(1.0)
 
     def apply(self, optimizer, scaled_grads, variables):
+        """Apply the unscaled gradients, or skip them; returns whether they were applied."""
         if not self.enabled:
             optimizer.apply_gradients(zip(scaled_grads, variables))
-            return
+            return tf.constant(True)
         grads = [tf.cast(g, tf.float32) / self.scale_var for g in scaled_grads]
         finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
 
@@ -95,7 +96,7 @@ class DynamicLossScale(tf.Module):
             self.finite_steps.assign(0)
             return tf.constant(False)
 
-        tf.cond(finite, apply_and_maybe_grow, skip_and_shrink)
+        return tf.cond(finite, apply_and_maybe_grow, skip_and_shrink)
 
 
 def use_xla(jit):
@@ -197,6 +198,9 @@ class LadaGAN(tf.Module):
         diffaug.parse_policy(self.policy)  # fail now, not inside the trace
         self.rng = tf.random.Generator.from_seed(conf.seed)
         self.n_images = tf.Variable(0, dtype=tf.int64, trainable=False, name='n_images')
+        # Steps with a float16 update skipped for overflowing gradients (loss scaling).
+        self.skipped_steps = tf.Variable(0, dtype=tf.int64, trainable=False,
+                                         name='skipped_steps')
         # D updates so far: lazy R1 (r1_interval) takes the penalty on every k-th one.
         self.d_updates = tf.Variable(0, dtype=tf.int64, trainable=False, name='d_updates')
         self.host_d_updates = None  # d_updates as the host knows it (r1_due); None: read it
@@ -286,7 +290,7 @@ class LadaGAN(tf.Module):
             d_total = d_loss + gp + cr
             scaled_d_total = d_total * (self.d_loss_scale.scale * per_replica)
         d_grads = d_tape.gradient(scaled_d_total, d_vars)
-        self.d_loss_scale.apply(self.d_optimizer, d_grads, d_vars)
+        d_applied = self.d_loss_scale.apply(self.d_optimizer, d_grads, d_vars)
 
         # --- generator step with fresh noise.
         g_noise = self._draw_noise(g_noise, batch_size)
@@ -304,11 +308,25 @@ class LadaGAN(tf.Module):
             g_loss = self.g_loss_fn(g_real_logits, g_fake_logits)
             scaled_g_loss = g_loss * (self.g_loss_scale.scale * per_replica)
         g_grads = g_tape.gradient(scaled_g_loss, g_vars)
-        self.g_loss_scale.apply(self.g_optimizer, g_grads, g_vars)
+        g_applied = self.g_loss_scale.apply(self.g_optimizer, g_grads, g_vars)
 
         return {'d_loss': d_loss, 'gp': gp, 'g_loss': g_loss, 'd_total': d_total, 'cr': cr,
                 'real_logits_mean': tf.reduce_mean(real_logits),
-                'fake_logits_mean': tf.reduce_mean(fake_logits)}
+                'fake_logits_mean': tf.reduce_mean(fake_logits),
+                **self._loss_scaling_metrics(d_applied, g_applied)}
+
+    def _loss_scaling_metrics(self, d_applied, g_applied):
+        """Under float16: whether this step skipped an update, the count so far, the scales
+        after it. A skipped update (gradients overflowed) left its weights untouched and halved
+        its scale: its losses may be non-finite without anything having gone wrong."""
+        if not self.loss_scaling:
+            return {}
+        skipped = tf.logical_not(tf.logical_and(d_applied, g_applied))
+        self.skipped_steps.assign_add(tf.cast(skipped, tf.int64))
+        return dict(step_skipped=tf.cast(skipped, tf.float32),
+                    skipped_steps=tf.cast(self.skipped_steps, tf.float32),
+                    d_loss_scale=tf.identity(self.d_loss_scale.scale_var),
+                    g_loss_scale=tf.identity(self.g_loss_scale.scale_var))
 
     def _update_ema_and_count(self, global_batch_size):
         """EMA over all generator weights, batch-norm statistics included (cross-replica)."""
@@ -366,7 +384,7 @@ class LadaGAN(tf.Module):
                     discriminator=self.discriminator, g_optimizer=self.g_optimizer,
                     d_optimizer=self.d_optimizer, n_images=self.n_images, rng=self.rng,
                     d_updates=self.d_updates, g_loss_scale=self.g_loss_scale,
-                    d_loss_scale=self.d_loss_scale, **extra)
+                    d_loss_scale=self.d_loss_scale, skipped_steps=self.skipped_steps, **extra)
 
     def checkpoint(self, **extra):
         """A tf.train.Checkpoint of checkpoint_objects()."""

@@ -174,7 +174,10 @@ _LOSS_PANELS = (
     ('Discriminator logit means', ('real_logits_mean', 'fake_logits_mean')),
     ('Consistency loss (bCR)', ('cr',)),
     ('FID', ('fid',)),
+    ('float16 loss scales', ('d_loss_scale', 'g_loss_scale')),
+    ('float16 steps skipped so far', ('skipped_steps',)),
 )
+_NOT_PLOTTED = {'step_skipped'}  # 0 or 1 per logged step: skipped_steps shows it summed
 
 
 def _finite_series(points):
@@ -190,7 +193,8 @@ def save_loss_curves(history, path):
     """Plot a training history {metric: [(images_seen, value), ...]} to one PNG with a panel per group:
     d/g losses, gradient penalty, real/fake logit means, bCR, FID, then any other metric.
     Noisy series (> 50 points) are drawn faint with a moving average on top. Returns path."""
-    series = {name: _finite_series(points) for name, points in history.items()}
+    series = {name: _finite_series(points) for name, points in history.items()
+              if name not in _NOT_PLOTTED}
     series = {name: data for name, data in series.items() if data[0].size}
     panels = []
     for title, names in _LOSS_PANELS:

@@ -271,11 +271,14 @@ class Trainer:
         # weight gp_weight, so R1 curves compare across r1_interval. d_total is the step's own.
         if self.latest_r1 is not None:
             values['gp'] = float(self.latest_r1) / self.conf.r1_interval
+        # What passed the NaN check but is not finite: a skipped float16 update's overflow.
+        values = {key: value for key, value in values.items() if np.isfinite(value)}
         images_per_sec = self.interval_images / max(self.interval_seconds, 1e-9)
         self.log.log(self.step * self.batch, images_per_sec=images_per_sec,
                      train_seconds=self.train_seconds, **values)
-        self.bar.set_postfix(d=f'{values["d_loss"]:.3f}', g=f'{values["g_loss"]:.3f}',
-                             gp=f'{values["gp"]:.4f}')
+        self.bar.set_postfix(d=f'{values.get("d_loss", np.nan):.3f}',
+                             g=f'{values.get("g_loss", np.nan):.3f}',
+                             gp=f'{values.get("gp", np.nan):.4f}')
         self.interval_images, self.interval_seconds = 0, 0.0
         self._restart_clock()
 
@@ -357,8 +360,13 @@ class Trainer:
 
     def _non_finite(self, metrics):
         """Non-finite losses and weights; weights too, as a step's losses are computed before
-        its update, which may already have made them NaN."""
+        its update, which may already have made them NaN. A float16 update skipped for
+        overflowing gradients left its weights as they were: only those are checked, unless
+        a loss scale is down to 1 (scaling can no longer help: the model itself overflows)."""
         named = dict(metrics)
+        if 'step_skipped' in metrics and float(metrics['step_skipped']) and min(
+                float(metrics['d_loss_scale']), float(metrics['g_loss_scale'])) > 1:
+            named = {}
         for net in (self.gan.generator, self.gan.ema_generator, self.gan.discriminator):
             named.update((weight.path, weight) for weight in net.weights)
         return guard_lib.non_finite_names(named)
