@@ -88,6 +88,11 @@ def make_distributed_dataset(strategy, file_pattern, conf):
     return make
 
 
+def _one_worker(strategy):
+    """Whether `strategy` runs in this process alone (no multi-worker cluster)."""
+    return getattr(strategy, 'cluster_resolver', None) is None
+
+
 def _sum_over_workers(strategy, value):
     """The sum of float `value` over the workers of a multi-worker run (a collective: every
     worker calls it at the same point). One traced function per strategy, as the stop check
@@ -108,14 +113,14 @@ _all_sums = {}  # id(strategy) -> its traced all-reduce
 
 def broadcast_from_chief(strategy, value, chief):
     """The chief's float `value`, on every worker of a multi-worker run (else unchanged)."""
-    if getattr(strategy, 'cluster_resolver', None) is None:
+    if _one_worker(strategy):
         return value
     return _sum_over_workers(strategy, value if chief else 0.0)
 
 
 def any_worker(strategy, flag):
     """Whether bool `flag` is true on any worker of a multi-worker run (else `flag`)."""
-    if getattr(strategy, 'cluster_resolver', None) is None:
+    if _one_worker(strategy):
         return flag
     return _sum_over_workers(strategy, float(flag)) > 0
 
@@ -123,7 +128,7 @@ def any_worker(strategy, flag):
 def check_workers_resume_together(strategy, chief, step, model_dir):
     """Raise UserError on every worker of a multi-worker run when one resumes at another step
     than the chief: its --model_dir is not the chief's folder (a disk of its own)."""
-    if getattr(strategy, 'cluster_resolver', None) is None:
+    if _one_worker(strategy):
         return
     chief_step = broadcast_from_chief(strategy, float(step), chief)  # exact below 2^24 steps
     differs = chief_step != step
