@@ -22,6 +22,8 @@ config = {
     'batch_size': 128,            # global batch size (split over replicas when distributed)
     'noise_dim': 128,             # length of the standard-normal noise z fed to G
     'center_crop': False,         # ours: crop images to a centred square before resizing
+    'mirror': False,              # ours: x-flip each drawn training image with probability 1/2
+                                  # (seeded like the data order; before DiffAugment)
     # --- generator ---
     'g_dim': [1024, 256, 64],     # token width of the 8x8, 16x16 and 32x32 generator stages
     'g_heads': [4, 4, 4],         # attention heads per generator stage

@@ -276,28 +276,41 @@ class EpochOrder:
     from rng([seed, e]), B at a time, and drops the last N % B; the run's batch k (its k-th step)
     is batch k mod (N // B) of epoch k // (N // B). A pure function of (seed, N, B, k): a run
     resumed at step k draws exactly the images, in exactly the order, that the uninterrupted run
-    would have, without any iterator state beyond the step."""
+    would have, without any iterator state beyond the step. So are the x-flips of mirror=True:
+    position i of epoch e is flipped when rng([seed, e, 1]) draws below 1/2 there."""
 
     def __init__(self, num_items, batch_size, seed):
         self.num_items, self.batch_size = num_items, batch_size
         self.batches_per_epoch = num_items // batch_size
         # No seed: a fresh one, so that unseeded epochs still differ from run to run.
         self.seed = np.random.SeedSequence().entropy if seed is None else int(seed)
-        # The permutations of the last two epochs asked for: the input threads share them, and
-        # near an epoch's end they ask for both.
+        # The permutations (and flips) of the last two epochs asked for: the input threads
+        # share them, and near an epoch's end they ask for both.
         self._cached, self._lock = {}, threading.Lock()
+
+    def _per_epoch(self, kind, epoch, draw):
+        """The array `draw(rng)` of `epoch` (kind 0: the permutation, 1: the flips), from
+        rng([seed, epoch]) or rng([seed, epoch, kind]), kept for the last two epochs asked."""
+        key = (kind, int(epoch))
+        with self._lock:
+            value = self._cached.pop(key, None)
+            if value is None:
+                seed = [self.seed, key[1]] + ([kind] if kind else [])
+                value = draw(np.random.default_rng(seed))
+            self._cached[key] = value  # the newest last
+            while len(self._cached) > 4:
+                del self._cached[next(iter(self._cached))]
+            return value
 
     def permutation(self, epoch):
         """int64 (N,): the items of `epoch` in the order they are drawn."""
-        epoch = int(epoch)
-        with self._lock:
-            order = self._cached.pop(epoch, None)
-            if order is None:
-                order = np.random.default_rng([self.seed, epoch]).permutation(self.num_items)
-            self._cached[epoch] = order  # the newest last
-            while len(self._cached) > 2:
-                del self._cached[next(iter(self._cached))]
-            return order
+        return self._per_epoch(0, epoch, lambda rng: rng.permutation(self.num_items))
+
+    def flips(self, epoch):
+        """bool (N,): whether the image drawn at each position of `epoch` is mirrored (x-flip,
+        probability 1/2; mirror=True), from rng([seed, epoch, 1]): a function of the position,
+        as the order is."""
+        return self._per_epoch(1, epoch, lambda rng: rng.random(self.num_items) < 0.5)
 
     def position(self, slot):
         """(epoch, index in its permutation) of the run's slot-th drawn image (batch k holds
@@ -311,6 +324,11 @@ class EpochOrder:
         epoch, start = self.position(int(step) * self.batch_size)
         return self.permutation(epoch)[start:start + self.batch_size]
 
+    def batch_flips(self, step):
+        """bool (B,): which images of the run's batch `step` are mirrored (mirror=True)."""
+        epoch, start = self.position(int(step) * self.batch_size)
+        return self.flips(epoch)[start:start + self.batch_size]
+
 
 class TrainingImages:
     """A training set and its order (EpochOrder): decoded once into memory when the uint8 images
@@ -318,10 +336,11 @@ class TrainingImages:
     they are drawn. `dataset(start_batch)` is the infinite stream of float32 batches
     (batch_size, img_size, img_size, 3) in [-1, 1] from the run's batch `start_batch` on: a
     resumed run asks for its step. num_shards / shard_index keep every num_shards-th file
-    (multi-worker training: each worker draws its own shard in its own order, step by step)."""
+    (multi-worker training: each worker draws its own shard in its own order, step by step).
+    mirror=True flips each drawn image horizontally with probability 1/2 (EpochOrder.flips)."""
 
     def __init__(self, file_pattern, img_size, batch_size, center_crop=False, seed=None,
-                 cache_limit_bytes=None, num_shards=1, shard_index=0):
+                 cache_limit_bytes=None, num_shards=1, shard_index=0, mirror=False):
         self.img_size = _check_positive_int(img_size, 'img_size')
         self.batch_size = _check_positive_int(batch_size, 'batch_size')
         num_shards = _check_positive_int(num_shards, 'num_shards')
@@ -329,7 +348,7 @@ class TrainingImages:
                 0 <= shard_index < num_shards):
             raise UserError(f'shard_index={shard_index!r} is not allowed; it must be an integer in '
                             f'[0, {num_shards - 1}] for num_shards={num_shards}.')
-        self.center_crop = center_crop
+        self.center_crop, self.mirror = center_crop, mirror
         self.files = list_image_files(file_pattern)[shard_index::num_shards]
         if cache_limit_bytes is None:
             cache_limit_bytes = image_memory_limit_bytes()
@@ -373,7 +392,11 @@ class TrainingImages:
 
     def _gather(self, step):
         """uint8 (B, S, S, 3): the in-memory images of the run's batch `step`."""
-        return self.images[self.order.batch(step)]
+        images = self.images[self.order.batch(step)]  # a copy: flipping leaves the cache alone
+        if self.mirror:
+            flips = self.order.batch_flips(step)
+            images[flips] = images[flips, :, ::-1]
+        return images
 
     def _decode_slot(self, slot):
         """uint8 (S, S, 3): the image of the run's slot-th draw, decoded from its file. A file
@@ -385,7 +408,8 @@ class TrainingImages:
             path = self.files[permutation[(index + step) % self.num_images]]
             pixels, error = try_decode(path, self.img_size, self.center_crop)
             if pixels is not None:
-                return pixels
+                mirrored = self.mirror and self.order.flips(epoch)[index]
+                return np.ascontiguousarray(pixels[:, ::-1]) if mirrored else pixels
             if path not in self._replaced:
                 self._replaced.add(path)
                 warnings.warn(f'{path!r} could not be decoded ({error}): the next image of the '
@@ -402,13 +426,13 @@ def _numpy_images(function, index, shape):
 
 def make_train_dataset(file_pattern, img_size, batch_size, center_crop=False, seed=None,
                        cache_limit_bytes=None, num_shards=1, shard_index=0, return_size=False,
-                       start_batch=0):
+                       start_batch=0, mirror=False):
     """Infinite tf.data.Dataset of float32 batches (batch_size, img_size, img_size, 3) in [-1, 1]
     from batch `start_batch` of the run on (TrainingImages: the order, caching and sharding).
     Prints the dataset size; with return_size=True returns (dataset, num_images).
     """
     images = TrainingImages(file_pattern, img_size, batch_size, center_crop, seed,
-                            cache_limit_bytes, num_shards, shard_index)
+                            cache_limit_bytes, num_shards, shard_index, mirror)
     dataset = images.dataset(start_batch)
     return (dataset, images.num_images) if return_size else dataset
 

@@ -65,7 +65,8 @@ def make_distributed_dataset(strategy, file_pattern, conf):
     decoded once: a restore that rewinds the run asks again with its step, for nothing more."""
     if strategy.num_replicas_in_sync == 1:
         images = data.TrainingImages(file_pattern, conf.img_size, conf.batch_size,
-                                     center_crop=conf.center_crop, seed=conf.seed)
+                                     center_crop=conf.center_crop, seed=conf.seed,
+                                     mirror=conf.mirror)
         return images.dataset
     if conf.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f'batch_size={conf.batch_size} must be divisible by the '
@@ -78,7 +79,7 @@ def make_distributed_dataset(strategy, file_pattern, conf):
                 shards[context.input_pipeline_id] = data.TrainingImages(
                     file_pattern, conf.img_size,
                     context.get_per_replica_batch_size(conf.batch_size),
-                    center_crop=conf.center_crop, seed=conf.seed,
+                    center_crop=conf.center_crop, seed=conf.seed, mirror=conf.mirror,
                     num_shards=context.num_input_pipelines,
                     shard_index=context.input_pipeline_id)
             # A pipeline feeding several replicas hands out one per-replica batch each per step.

@@ -210,6 +210,38 @@ def test_train_dataset_batches_shuffling_and_determinism(tmp_path, cache_limit_b
     assert [_batch_ids(batch) for batch in resumed.dataset(start_batch=5).take(7)] == ids[5:]
 
 
+@pytest.mark.parametrize('cache_limit_bytes', [None, 0], ids=['in_memory', 'streaming'])
+def test_mirror_flips_half_the_drawn_images_as_a_function_of_the_step(tmp_path, cache_limit_bytes):
+    root = _id_folder(str(tmp_path / 'ids'), 10)
+    for name in os.listdir(root):  # the left half dark, the right half light: a flip shows
+        path = os.path.join(root, name)
+        pixels = np.array(Image.open(path))
+        pixels[:, pixels.shape[1] // 2:, 1] = 250
+        Image.fromarray(pixels).save(path)
+
+    def ids_and_flips(dataset, count):
+        batches = [batch.numpy() for batch in dataset.take(count)]
+        flipped = [list(batch[:, SIZE // 2, 1, 1] > batch[:, SIZE // 2, -2, 1]) for batch in batches]
+        return [_batch_ids(tf.constant(batch)) for batch in batches], flipped
+
+    plain_ids, plain_flips = ids_and_flips(data.make_train_dataset(
+        root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes), 12)
+    assert not any(map(any, plain_flips))  # off by default (the official recipe)
+    images = data.TrainingImages(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes,
+                                 mirror=True)
+    ids, flips = ids_and_flips(images.dataset(), 12)
+    assert ids == plain_ids  # the order is untouched
+    order = data.EpochOrder(10, 4, seed=3)
+    assert flips == [list(order.batch_flips(step)) for step in range(12)]
+    assert 12 <= sum(map(sum, flips)) <= 36  # 48 draws at probability 1/2
+    # A resumed run's batches 5, 6, ... are flipped as the uninterrupted run's were.
+    resumed = data.TrainingImages(root, SIZE, 4, seed=3, cache_limit_bytes=cache_limit_bytes,
+                                  mirror=True)
+    assert ids_and_flips(resumed.dataset(start_batch=5), 7) == (ids[5:], flips[5:])
+    if images.in_memory:  # the cache keeps the unflipped images
+        assert (images.images[:, SIZE // 2, 1, 1] < images.images[:, SIZE // 2, -2, 1]).all()
+
+
 def test_an_epoch_order_is_a_function_of_the_step_alone():
     order = data.EpochOrder(10, 3, seed=7)  # 3 batches an epoch, 1 item left out of each
     drawn = [order.batch(step) for step in range(9)]
