@@ -42,6 +42,8 @@ config = {
     'd_lr': 0.0002,               # discriminator Adam learning rate
     'd_beta1': 0.5,               # discriminator Adam beta_1
     'd_beta2': 0.99,              # discriminator Adam beta_2
+    'freeze_d': 0,                # ours: FreezeD, D's first N blocks from the image (input conv,
+                                  # down blocks, Transformer, head) fixed; for fine-tuning
     'attention': 'lada',          # ours: 'lada' (linear additive) or 'dot' (softmax dot-product)
     # --- objective ---
     'loss': 'nsl',                # 'nsl' non-saturating logistic, 'hinge', 'rahinge' (ours)
@@ -292,6 +294,12 @@ def validate(values):
     for key in ('g_beta1', 'g_beta2', 'd_beta1', 'd_beta2'):
         if not 0.0 <= v[key] < 1.0:
             _fail(f'{key}={v[key]} must be in [0, 1)')
+    n_blocks = len(v['d_enc_dim']) + 2  # input conv, down blocks, Transformer, head
+    if not 0 <= v['freeze_d'] < n_blocks:
+        downs = f'{n_blocks - 3} down block' + 's' * (n_blocks > 4)
+        _fail(f'freeze_d={v["freeze_d"]} must be in [0, {n_blocks - 1}]: D has {n_blocks} blocks '
+              f'at img_size {v["img_size"]} (the input conv, {downs}, the Transformer, the head) '
+              'and one at least must train')
     for key in ('gp_weight', 'cr_weight', 'nan_retries', 'fid_guard_retries',
                 'early_stop_patience'):
         if v[key] < 0:

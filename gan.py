@@ -191,8 +191,13 @@ class LadaGAN(tf.Module):
         self.loss_scaling = conf.precision == 'mixed_float16'
         self.g_loss_scale = DynamicLossScale(enabled=self.loss_scaling, name='g_loss_scale')
         self.d_loss_scale = DynamicLossScale(enabled=self.loss_scaling, name='d_loss_scale')
+        # FreezeD: D's first freeze_d blocks are not in its optimizer; R1 and the losses still
+        # differentiate through them, to the blocks that train.
+        frozen = model_lib.frozen_weight_paths(discriminator, conf.freeze_d)
+        self.d_train_vars = [weight for weight in discriminator.trainable_variables
+                             if weight.path not in frozen]
         self.g_optimizer.build(generator.trainable_variables)
-        self.d_optimizer.build(discriminator.trainable_variables)
+        self.d_optimizer.build(self.d_train_vars)
         self.g_loss_fn, self.d_loss_fn = get_loss(conf.loss)
         self.policy = conf.policy
         diffaug.parse_policy(self.policy)  # fail now, not inside the trace
@@ -261,7 +266,7 @@ class LadaGAN(tf.Module):
         real_images = tf.convert_to_tensor(real_images, tf.float32)
         batch_size = tf.shape(real_images)[0]
         d_noise = self._draw_noise(d_noise, batch_size)
-        d_vars = self.discriminator.trainable_variables
+        d_vars = self.d_train_vars
         g_vars = self.generator.trainable_variables
 
         # --- discriminator step. Real and fake go through D as separate calls (as the official

@@ -225,6 +225,13 @@ class Discriminator(keras.Model):
     def encoder(self):
         return [getattr(self, f'down_block_{i}') for i in range(len(self.enc_dim) - 1)]
 
+    @property
+    def blocks(self):
+        """D's blocks counted from the image, as FreezeD (freeze_d) counts them: the input
+        conv, each down block, the Transformer (position embedding and Lada block), the head."""
+        return ([[self.inp_conv]] + [[down] for down in self.encoder]
+                + [[self.pos_emb_8, self.block_8], [self.conv_4, self.out_conv1, self.out_conv2]])
+
     def build(self, input_shape):
         super().build(input_shape)
         self(tf.zeros([1, self.img_size, self.img_size, 3]), training=False)
@@ -279,6 +286,14 @@ def build_discriminator(conf, name='discriminator', initialize=True):
                              initializer=conf.d_initializer if initialize else 'zeros',
                              attention=conf.attention,
                              name=name)
+
+
+def frozen_weight_paths(discriminator, freeze_d):
+    """Paths of the trainable weights of D's first `freeze_d` blocks (FreezeD: left out of D's
+    optimizer). Their batch-norm moving statistics are not among them: D runs in training mode,
+    on batch statistics, and never reads those."""
+    return {weight.path for block in discriminator.blocks[:freeze_d] for layer in block
+            for weight in layer.trainable_weights}
 
 
 def count_params(model):

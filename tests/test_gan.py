@@ -181,3 +181,36 @@ def test_r1_interval_one_is_the_every_step_penalty():
     for _ in range(2):
         expected = float(ladagan.r1_penalty(real)[1])
         np.testing.assert_allclose(ladagan.train_step(real)['gp'], expected, rtol=1e-4)
+
+
+# ---------------------------------------------------------------- FreezeD (freeze_d)
+
+@pytest.mark.slow
+def test_freeze_d_keeps_the_first_blocks_fixed_and_r1_flows_through_them():
+    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=5)
+    d_noise, g_noise = np.random.default_rng(1).standard_normal([2, 4, 128], np.float32)
+    gans, first_metrics = {}, {}
+    for freeze_d in (0, 2):  # 2: the input conv and the down block, the tiny D's conv encoder
+        tf.keras.utils.set_random_seed(4)  # the same initial weights in both
+        gans[freeze_d] = _tiny_gan(jit=False, policy='', gp_weight=10.0, freeze_d=freeze_d)
+    initial = {w.path: w.numpy() for w in gans[2].discriminator.trainable_weights}
+    for freeze_d, ladagan in gans.items():
+        first_metrics[freeze_d] = ladagan.train_step(real, d_noise, g_noise)
+    frozen = model.frozen_weight_paths(gans[2].discriminator, 2)
+    assert {path.split('/')[1] for path in frozen} == {'inp_conv', 'down_block_0'}
+    assert len(gans[2].d_optimizer.variables) < len(gans[0].d_optimizer.variables)
+    # R1 differentiates through the frozen blocks: the same penalty, and (from the same weights)
+    # the same update of the blocks that train, as without freezing.
+    assert float(first_metrics[2]['gp']) > 0
+    np.testing.assert_allclose(first_metrics[2]['gp'], first_metrics[0]['gp'], rtol=1e-6)
+    trained = {w.path: w for w in gans[0].discriminator.trainable_weights}
+    for weight in gans[2].discriminator.trainable_weights:
+        if weight.path not in frozen:
+            np.testing.assert_allclose(weight, trained[weight.path], rtol=1e-5, atol=1e-7)
+    for _ in range(2):
+        gans[2].train_step(real)
+    for weight in gans[2].discriminator.trainable_weights:
+        if weight.path in frozen:
+            np.testing.assert_array_equal(weight, initial[weight.path])
+        else:
+            assert not np.array_equal(weight, initial[weight.path]), weight.path
