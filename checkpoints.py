@@ -4,9 +4,11 @@ A run folder holds config.json (the validated config), run.json (its data and sc
 resolve_options), training-checkpoints/ (latest), best-training-checkpoints/ (best FID, the
 official layout), metrics.jsonl and log-dir/ (RunLog), samples/ and loss_curves.png (plots.py).
 
-load_run_generator also reads the authors' model folders (official.py).
+load_run_generator also reads the authors' model folders (official.py), and so does
+init_source, which starts a new run from a pretrained one (train.py --init_from).
 """
 import gc
+import itertools
 import json
 import os
 import time
@@ -431,3 +433,107 @@ def _architecture_misfit(prefix, conf):
         logger.setLevel(level)
 
 
+
+
+# ---------------------------------------------------------------- --init_from (fine-tuning)
+
+OFFICIAL_SOURCE = 'official:'
+NETWORKS = ('generator', 'ema_generator', 'discriminator')
+
+
+def init_source(source):
+    """What `train.py --init_from SOURCE` names, before any weight is read: dict(source= as
+    recorded (a folder made absolute), prefix= the checkpoint the weights come from, conf= the
+    source's Config, official=). SOURCE is `official:NAME` (downloaded as generate.py
+    --pretrained NAME does, or found in the cache), a folder in the authors' layout, or a run
+    folder of this project (its best checkpoint, else its latest)."""
+    source = str(source)
+    if source.startswith(OFFICIAL_SOURCE):
+        folder = official.download_official_checkpoint(source[len(OFFICIAL_SOURCE):])
+    else:
+        source = folder = os.path.abspath(os.path.expanduser(source))
+    config_path = os.path.join(folder, 'config.json')
+    if not os.path.isfile(config_path):
+        raise UserError(f'--init_from {source} is not a run folder or a folder in the authors\' '
+                        'layout (it has no config.json); give one, or official:NAME with NAME '
+                        'one of ' + ', '.join(official.OFFICIAL_CHECKPOINT_STEPS))
+    prefix = next(filter(None, (tf.train.latest_checkpoint(os.path.join(folder, name))
+                                for name in (BEST_DIR, LATEST_DIR))), None)
+    if prefix is None:
+        raise UserError(f'--init_from {source} holds no checkpoint (looked in {BEST_DIR}/ and '
+                        f'{LATEST_DIR}/)')
+    is_official = official.is_official_checkpoint(prefix)
+    try:
+        with open(config_path) as f:
+            values = json.load(f)
+        conf = (config_lib.from_official(values) if is_official else
+                config_lib.config_from_dict(values, config_path)[0])
+    except (OSError, ValueError) as err:  # UserError is a ValueError
+        raise UserError(f'--init_from {source}: {config_path} is not a valid config ({err})') \
+            from None
+    return dict(source=source, prefix=prefix, conf=conf, official=is_official)
+
+
+def init_weights(info, conf, asked):
+    """{network name: its weights' values}, from the source `info` (init_source), in the order
+    of the networks `conf` builds. UserError naming the first weight whose name or shape
+    differs: the source does not fit the model `asked` for (e.g. '--preset cifar10')."""
+    if info['official']:
+        loaded = official.load_official_checkpoint(info['prefix'])
+        nets = {name: loaded[name] for name in NETWORKS}
+    else:
+        stored = {name.split('/')[0] for name, _ in tf.train.list_variables(info['prefix'])}
+        if not set(NETWORKS) <= stored:
+            raise UserError(f'--init_from {info["source"]}: the checkpoint {info["prefix"]} holds '
+                            f'no {", ".join(sorted(set(NETWORKS) - stored))} (written by an older '
+                            'version); train it one more save to rewrite it')
+        nets = _networks(info['conf'])
+        tf.train.Checkpoint(**nets).restore(info['prefix']).expect_partial()
+    ours = _networks(conf)
+    for name in NETWORKS:
+        pairs = itertools.zip_longest(((w.path, tuple(w.shape)) for w in ours[name].weights),
+                                      ((w.path, tuple(w.shape)) for w in nets[name].weights),
+                                      fillvalue=(None, None))
+        for (path, shape), (source_path, source_shape) in pairs:
+            if (path, shape) == (source_path, source_shape):
+                continue
+            where = (f'{path} has shape {source_shape} in the source and {shape} here'
+                     if path == source_path else f'{path} {shape} is not in the source'
+                     if path else f'{source_path} {source_shape} is in the source but not here')
+            raise UserError(f'--init_from {info["source"]} does not fit the model of {asked}: '
+                            f'its {name} weight {where} (leave out --preset and the '
+                            'architecture --set keys to take the source\'s)')
+    return {name: [weight.numpy() for weight in nets[name].weights] for name in NETWORKS}
+
+
+def _networks(conf):
+    """G, the EMA generator and D of `conf`, without initial values (assigned right after)."""
+    return dict(generator=model_lib.build_generator(conf, 'generator', initialize=False),
+                ema_generator=model_lib.build_generator(conf, 'ema_generator', initialize=False),
+                discriminator=model_lib.build_discriminator(conf, initialize=False))
+
+
+def starting_point(model_dir, init_from, preset, conf, overrides, resumed):
+    """(source, conf, recorded) of `train.py --init_from`: the pretrained run whose weights the
+    run starts from (init_source; None: random weights, or a resume from the run's own
+    checkpoints), the config (a new run from a source without --preset takes the source's, with
+    the --set `overrides`) and what run.json records of the source.
+
+    A resumed run starts from its recorded source again only when it has no checkpoint yet (it
+    stopped before its first save); with one, it continues from its own weights whatever
+    `init_from` says."""
+    if not resumed:
+        if not init_from:
+            return None, conf, None
+        source = init_source(init_from)
+        if preset is None:
+            conf = source['conf'].replace(**overrides)
+        return source, conf, {'source': source['source'], 'checkpoint': source['prefix']}
+    recorded = (read_run_record(model_dir) or {}).get('init_from')
+    if init_from and (recorded or {}).get('source') not in (init_from, os.path.abspath(
+            os.path.expanduser(init_from))):
+        print(f'notice: --init_from {init_from} is ignored: {model_dir} resumes from its own '
+              'checkpoints (start a new --model_dir to fine-tune from another source)')
+    if recorded and not RunCheckpoints(model_dir, model_dir).resume_from:
+        return init_source(recorded['source']), conf, recorded
+    return None, conf, recorded

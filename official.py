@@ -269,9 +269,10 @@ def download_official_checkpoint(name, dest_dir=None, repo_id=OFFICIAL_HUB_REPO)
     except download_errors as err:
         reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
         raise UserError(f'Downloading the official {name} checkpoint from the Hugging Face Hub '
-                        f'({repo_id}) failed ({reason}); check the internet connection, or pass '
-                        'an already-downloaded official folder (config.json + '
-                        'best-training-checkpoints/) instead.') from None
+                        f'({repo_id}) failed ({reason}); check the internet connection, download '
+                        f'{", ".join(files)} from https://huggingface.co/{repo_id}/tree/main/'
+                        f'{name} into {folder} by hand, or pass an already-downloaded official '
+                        'folder instead.') from None
     finally:
         if staging is not None:
             shutil.rmtree(staging, ignore_errors=True)

@@ -88,16 +88,19 @@ class Trainer:
     on NaNs and FID (guard.Guard, carried out here), and what an evaluation produces (the FID
     of fid.training_evaluator; the pictures and the report of outputs.write_pictures)."""
 
-    def __init__(self, conf, model_dir, options, strategy):
+    def __init__(self, conf, model_dir, options, strategy, init=None):
         self.conf, self.model_dir, self.options, self.strategy = conf, model_dir, options, strategy
         self.chief = distribute.is_chief(strategy)
         self.write_dir = model_dir if self.chief else os.path.join(
             model_dir, f'.worker-{strategy.cluster_resolver.task_id}')
         self.batch = conf.batch_size
         self.ckpts = checkpoints.RunCheckpoints(model_dir, self.write_dir)
-        # A network the checkpoint to resume holds starts from it: no initial values to draw.
-        # (Old runs' checkpoints hold G only through G's optimizer: G is drawn, then restored.)
+        # A network the checkpoint to resume (or --init_from) holds starts from it: no initial
+        # values to draw. (Old runs' checkpoints hold G only through G's optimizer.)
         self.stored_names = stored = self.ckpts.stored_names()
+        init = None if self.ckpts.resume_from else init
+        if init:
+            stored = checkpoints.NETWORKS
         with strategy.scope():
             generator = model_lib.build_generator(conf, initialize='generator' not in stored)
             discriminator = model_lib.build_discriminator(
@@ -122,6 +125,9 @@ class Trainer:
               f'D: {model_lib.count_params(discriminator):,}; '
               f'{strategy.num_replicas_in_sync} replica(s)')
         self.gan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
+        for name, values in (init or {}).items():  # optimizers, counters, RNG start fresh
+            for weight, value in zip(getattr(self.gan, name).weights, values):
+                weight.assign(value)
         step_mode = ('XLA (TPU)' if isinstance(strategy, tf.distribute.TPUStrategy) else
                      'XLA' if self.gan.xla else 'TensorFlow kernels, no XLA')
         print(f'train step: {step_mode} (jit={conf.jit})')
@@ -429,12 +435,16 @@ class Trainer:
         self.interval_images, self.interval_seconds = 0, 0.0
         self._restart_clock()
 
-def train(conf, model_dir, options, record, strategy=None):
+def train(conf, model_dir, options, record, strategy=None, init=None):
     """Train (or resume) the run in `model_dir` with the resolved `options` (see
     checkpoints.resolve_options); `record` is the run.json the chief writes before the first
-    step. Returns the Trainer."""
+    step; `init`: the weights a run with no checkpoint starts from (checkpoints.init_weights).
+    Returns the Trainer."""
     strategy = strategy or tf.distribute.get_strategy()
-    trainer = Trainer(conf, model_dir, options, strategy)
+    trainer = Trainer(conf, model_dir, options, strategy, init)
+    if init and not trainer.ckpts.resume_from:
+        print(f'G, its EMA and D start from {record["init_from"]["checkpoint"]}; the optimizers, '
+              'counters, RNG and FID history start fresh')
     os.makedirs(trainer.write_dir, exist_ok=True)
     make_dataset = distribute.make_distributed_dataset(
         strategy, checkpoints.training_images_of(options, conf.img_size), conf)
@@ -482,6 +492,10 @@ def parse_args(argv=None):
     parser.add_argument('--max_ckpt_to_keep', type=int, default=None,
                         help='latest checkpoints to keep (default 2)')
     parser.add_argument('--preset', help='config preset: ' + ', '.join(config_lib.presets))
+    parser.add_argument('--init_from', metavar='SOURCE',
+                        help='start a new run from pretrained weights (G, its EMA, D): a run '
+                             "folder, a folder in the authors' layout or official:NAME; without "
+                             "--preset the source's config, with --set changes")
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help='override a config key (repeatable), e.g. --set batch_size=64')
     parser.add_argument('--seed', type=int, default=None, help='shortcut for --set seed=N')
@@ -550,12 +564,16 @@ def main(argv=None):
         demo = args.file_pattern is None and not args.set
         conf, resumed, notices = checkpoints.resolve_config(
             args.model_dir, args.preset, overrides, new_run_preset='demo' if demo else None)
+        source, conf, started_from = checkpoints.starting_point(
+            args.model_dir, args.init_from, args.preset, conf, overrides, resumed)
         if args.dry_run:
             print(conf.to_json())
             return 0
         given = {name: getattr(args, name) for name in checkpoints.RECORDED_OPTIONS}
         options, record, option_notices = checkpoints.resolve_options(
             args.model_dir, given, option_defaults, resumed)
+        if started_from:
+            record['init_from'] = started_from
         for notice in notices + option_notices:
             print(f'notice: {notice}')
         # Bad input is refused here, before anything in --model_dir is created or changed.
@@ -564,9 +582,11 @@ def main(argv=None):
         strategy = distribute.make_strategy(args.strategy)
         if resumed:
             checkpoints.check_run_checkpoints(args.model_dir, conf)
+        init = source and checkpoints.init_weights(source, conf, f'--preset {args.preset}' if
+                                                   args.preset else "the source's config")
         # Weights are drawn from Keras' global seed, so --seed must set it for runs to repeat.
         keras.utils.set_random_seed(conf.seed)
-        train(conf, args.model_dir, options, record, strategy)
+        train(conf, args.model_dir, options, record, strategy, init)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
