@@ -102,3 +102,104 @@ def test_model_dir_naming_a_file_is_one_sentence(tmp_path, capsys):
     assert err == (f'error: --model_dir {path} is a file, not a folder: give a new folder for a '
                    'new run or an existing run folder to resume\n')
     assert path.read_text() == 'mine'
+
+
+# ---------------------------------------------------------------- fine-tuning (--init_from)
+
+OFFICIAL_TINY32 = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'fixtures',
+                               'official', 'tiny32')
+
+
+def _run_networks(run):
+    """{name: {weight path: value}} of G, the EMA generator and D in a run's latest checkpoint,
+    and its step counters."""
+    import tensorflow as tf
+    conf, _ = config.config_from_dict(json.load(open(os.path.join(run, 'config.json'))))
+    prefix = tf.train.latest_checkpoint(os.path.join(run, checkpoints.LATEST_DIR))
+    nets = checkpoints._networks(conf)
+    tf.train.Checkpoint(**nets).restore(prefix).expect_partial()
+    return ({name: {w.path: w.numpy() for w in net.weights} for name, net in nets.items()},
+            checkpoints.checkpoint_scalar(prefix, 'n_images'))
+
+
+@pytest.mark.slow
+def test_init_from_an_official_folder_trains_resumes_and_never_starts_over(tmp_path, capsys):
+    from conftest import render_shape_images
+    import official
+    images = str(tmp_path / 'images')
+    render_shape_images(images, 24, size=32)
+    run = str(tmp_path / 'run')
+    args = ['--init_from', OFFICIAL_TINY32, '--file_pattern', images, '--model_dir', run,
+            '--fid_inter', '0', '--set', 'freeze_d=2']
+    assert train.main(args + ['--total_iter', '1']) == 0
+    assert 'G, its EMA and D start from' in capsys.readouterr().out
+    source = official.load_official_checkpoint(OFFICIAL_TINY32)
+    source = {name: {w.path: w.numpy() for w in source[name].weights}
+              for name in checkpoints.NETWORKS}
+    # No --preset: the source's architecture and recipe (its batch of 8), with the --set value.
+    stored = json.load(open(os.path.join(run, 'config.json')))
+    assert (stored['g_dim'], stored['batch_size'], stored['freeze_d']) == ([64, 32, 16], 8, 2)
+    record = json.load(open(os.path.join(run, 'run.json')))['init_from']
+    assert record == {'source': OFFICIAL_TINY32, 'checkpoint': os.path.join(
+        OFFICIAL_TINY32, 'best-training-checkpoints', 'ckpt-16')}
+
+    def assert_one_step_from_source(run):
+        nets, n_images = _run_networks(run)
+        assert n_images == 8  # the counters start fresh (the source had seen 16 images)
+        frozen = model.frozen_weight_paths(model.build_discriminator(
+            config.make_config('tiny', freeze_d=2), initialize=False), 2)
+        for name in ('generator', 'discriminator'):
+            for path, value in nets[name].items():
+                if path in frozen:  # FreezeD: exactly the source's
+                    np.testing.assert_array_equal(value, source[name][path])
+                elif 'moving_' not in path:  # one Adam step of lr 2e-4 (a random start: ~0.1)
+                    np.testing.assert_allclose(value, source[name][path], atol=2.5e-4, err_msg=path)
+        for path, value in nets['ema_generator'].items():  # one EMA step from the source's EMA
+            g_path = path.replace('ema_generator', 'generator', 1)
+            np.testing.assert_allclose(value, 0.999 * source['ema_generator'][path]
+                                       + 0.001 * nets['generator'][g_path], atol=1e-6)
+        assert any(not np.array_equal(nets['discriminator'][path], source['discriminator'][path])
+                   for path in nets['discriminator'] if path not in frozen)
+
+    assert_one_step_from_source(run)
+    # Resumed, the run goes on from its own checkpoint: another --init_from (here one that does
+    # not even exist) is not read.
+    assert train.main(args[2:] + ['--init_from', str(tmp_path / 'missing'), '--total_iter',
+                                  '2']) == 0
+    out = capsys.readouterr().out
+    assert 'Resumed from' in out and 'start from' not in out
+    assert f'--init_from {tmp_path / "missing"} is ignored' in out
+    assert _run_networks(run)[1] == 16
+    # A run stopped before its first save starts from its recorded source again.
+    os.rename(os.path.join(run, checkpoints.LATEST_DIR), os.path.join(run, 'old'))
+    assert train.main(['--model_dir', run, '--total_iter', '1']) == 0
+    assert 'G, its EMA and D start from' in capsys.readouterr().out
+    assert_one_step_from_source(run)
+
+
+def test_init_from_a_misfit_or_an_unreachable_source_is_one_sentence(tmp_path, capsys,
+                                                                   monkeypatch):
+    from huggingface_hub import constants as hub_constants
+    from conftest import render_shape_images
+    images = str(tmp_path / 'images')
+    render_shape_images(images, 16, size=32)
+    run = str(tmp_path / 'run')
+    common = ['--file_pattern', images, '--model_dir', run, '--fid_inter', '0']
+    assert train.main(['--init_from', OFFICIAL_TINY32, '--preset', 'demo', '--set',
+                       'batch_size=8'] + common) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'does not fit the model of --preset demo' in err
+    assert 'generator weight generator/init/kernel has shape (128, 4096) in the source and ' \
+           '(128, 8192) here' in err
+    # official:NAME with no way to the Hub: what to download, from where, into which folder.
+    cache = tmp_path / 'cache'
+    monkeypatch.setenv('LADAGAN_CACHE_DIR', str(cache))
+    monkeypatch.setattr(hub_constants, 'ENDPOINT', 'http://127.0.0.1:9')  # nothing listens
+    assert train.main(['--init_from', 'official:cifar10'] + common) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'best-training-checkpoints/ckpt-68096000.index' in err
+    assert 'https://huggingface.co/milmor/LadaGAN/tree/main/cifar10' in err
+    assert f'into {cache / "pretrained" / "cifar10"} by hand' in err
+    assert train.main(['--init_from', str(tmp_path)] + common) == 2
+    assert 'has no config.json' in capsys.readouterr().err
+    assert not os.path.exists(run) and not os.path.exists(cache)
