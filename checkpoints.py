@@ -482,14 +482,14 @@ def init_weights(info, conf, asked):
         loaded = official.load_official_checkpoint(info['prefix'])
         nets = {name: loaded[name] for name in NETWORKS}
     else:
-        stored = {name.split('/')[0] for name, _ in tf.train.list_variables(info['prefix'])}
-        if not set(NETWORKS) <= stored:
-            raise UserError(f'--init_from {info["source"]}: the checkpoint {info["prefix"]} holds '
-                            f'no {", ".join(sorted(set(NETWORKS) - stored))} (written by an older '
-                            'version); train it one more save to rewrite it')
-        nets = _networks(info['conf'])
-        tf.train.Checkpoint(**nets).restore(info['prefix']).expect_partial()
-    ours = _networks(conf)
+        nets = networks(info['conf'])
+        try:  # every weight of the three networks must be in the checkpoint
+            tf.train.Checkpoint(**nets).restore(info['prefix']).expect_partial() \
+                .assert_existing_objects_matched()
+        except AssertionError as err:
+            raise UserError(f'--init_from {info["source"]}: the checkpoint {info["prefix"]} does '
+                            f'not hold all of G, its EMA and D ({_error_summary(err)})') from None
+    ours = networks(conf)
     for name in NETWORKS:
         pairs = itertools.zip_longest(((w.path, tuple(w.shape)) for w in ours[name].weights),
                                       ((w.path, tuple(w.shape)) for w in nets[name].weights),
@@ -506,7 +506,7 @@ def init_weights(info, conf, asked):
     return {name: [weight.numpy() for weight in nets[name].weights] for name in NETWORKS}
 
 
-def _networks(conf):
+def networks(conf):
     """G, the EMA generator and D of `conf`, without initial values (assigned right after)."""
     return dict(generator=model_lib.build_generator(conf, 'generator', initialize=False),
                 ema_generator=model_lib.build_generator(conf, 'ema_generator', initialize=False),

@@ -361,6 +361,53 @@ def check_time_to_fid(result, ws):
     assert all(run['cpu'] and run['cpu'] in result.stdout for run in evaluations)
 
 
+def _latest_networks(run):
+    """(config dict, {network: {weight path: value}}) of a run's best (else latest) checkpoint."""
+    import checkpoints
+    info = checkpoints.init_source(run)
+    nets = checkpoints.init_weights(info, info['conf'], 'its own config')
+    built = checkpoints.networks(info['conf'])
+    return info['conf'].to_dict(), {name: {w.path: value for w, value in zip(built[name].weights,
+                                                                             nets[name])}
+                                    for name in nets}
+
+
+def check_finetune(result, ws):
+    import config
+    import model
+    assert 'G, its EMA and D start from' in result.stdout
+    source, run = os.path.join(ws, 'runs', 'cifar10'), os.path.join(ws, 'runs', 'my_emoji')
+    record = _json(os.path.join(run, 'run.json'))['init_from']
+    assert record['source'] == source and record['checkpoint'].startswith(
+        os.path.join(source, 'best-training-checkpoints', 'ckpt-'))
+    source_conf, source_nets = _latest_networks(source)
+    conf, nets = _latest_networks(run)
+    # The source's config (the narrow cifar10 run's widths, its batch of 16) with freeze_d=2.
+    assert conf == dict(source_conf, freeze_d=2)
+    frozen = model.frozen_weight_paths(model.build_discriminator(
+        config.Config(conf), initialize=False), 2)
+    assert {path.split('/')[1] for path in frozen} == {'inp_conv', 'down_block_0'}
+    for path in frozen:
+        np.testing.assert_array_equal(nets['discriminator'][path],
+                                      source_nets['discriminator'][path])
+    assert _metrics(run)[-1]['n_images'] == 2 * 16  # counters from 0, not the source's
+
+
+def check_finetune_experiment(result, ws):
+    out = os.path.join(ws, 'ft')
+    assert os.path.getsize(os.path.join(out, 'finetune.png')) > 10000
+    assert '| `finetune_fresh_ema` |' in open(os.path.join(out, 'finetune.md')).read()
+    results = _json(os.path.join(out, 'results.json'))
+    assert results['cpu'] in result.stdout and np.isfinite(results['source_fid'])
+    assert [len(run['evaluations']) for run in results['runs']] == [2]
+    # That arm's source is the source run with its EMA generator replaced by its G.
+    _, source = _latest_networks(os.path.join(ws, 'runs', 'cifar10'))
+    _, fresh = _latest_networks(os.path.join(out, 'source_fresh_ema'))
+    for path, value in source['generator'].items():
+        np.testing.assert_array_equal(fresh['ema_generator'][path.replace(
+            'generator', 'ema_generator', 1)], value)
+
+
 def check_inner_loop(result, ws):
     """The inner loop selects tests of every test file, and fewer than the whole suite."""
     selected = re.findall(r'^(tests/test_\w+\.py)::', result.stdout, re.M)
@@ -415,6 +462,11 @@ COMMANDS = {
     '--model_dir runs/ffhq': Run('ffhq', check_ffhq_run,
                                  append=f'{SHORT} --set batch_size=2 {NARROW_128}', process=True),
     'python3 train.py --preset tiny --dry_run': Run('dry_run', check_dry_run),
+    # The demo's run folder: the cifar10 workspace's run stands in, its images for the user's.
+    'python3 train.py --init_from runs/demo --file_pattern data/my_emoji --set freeze_d=2 '
+    '--model_dir runs/my_emoji': Run(
+        'cifar10', check_finetune, append='--total_iter 2 --fid_inter 0',
+        replace={'runs/demo': 'runs/cifar10', 'data/my_emoji': 'data/cifar10/train'}),
     'python3 train.py --model_dir RUN': Run(
         'cifar10', check_resume, replace={'RUN': 'runs/cifar10'}, append='--total_iter 3'),
     'python3 train.py --model_dir runs/demo --report': Run(
@@ -468,6 +520,11 @@ COMMANDS = {
     'python3 experiments/time_to_fid.py': Run(
         'time_to_fid', check_time_to_fid, append='--modes official,r1_every_4 --seeds 0 '
         '--total_iter 2 --fid_inter 1 --n_fid 20 --out ttf'),
+    # docs/finetuning.md: one fine-tuning arm, from the cifar10 workspace's run, on its images.
+    'python3 experiments/finetune.py': Run(
+        'cifar10', check_finetune_experiment, append='--source runs/cifar10 --data '
+        'data/cifar10/train --n_train 20 --arms finetune_fresh_ema --seeds 0 --total_iter 2 '
+        '--fid_inter 1 --n_fid_gen 16 --out ft'),
     # docs/performance.md. --authors_code sets TF_USE_LEGACY_KERAS before TensorFlow loads; the
     # cifar10 images stand in for a folder without the authors' code.
     'python3 benchmark.py --only authors,memory --authors_code DIR --steps 6': Run(
@@ -503,7 +560,8 @@ MULTIWORKER = next(command for command in COMMANDS if command.startswith('TF_CON
 
 # Where a command's script lives; its main(argv) runs the command in process.
 SCRIPTS = {'train.py': 'train', 'generate.py': 'generate', 'fid.py': 'fid', 'model.py': 'model',
-           'benchmark.py': 'benchmark', 'experiments/time_to_fid.py': 'experiments/time_to_fid.py'}
+           'benchmark.py': 'benchmark', 'experiments/time_to_fid.py': 'experiments/time_to_fid.py',
+           'experiments/finetune.py': 'experiments/finetune.py'}
 
 
 def free_ports(count):

@@ -116,7 +116,7 @@ def _run_networks(run):
     import tensorflow as tf
     conf, _ = config.config_from_dict(json.load(open(os.path.join(run, 'config.json'))))
     prefix = tf.train.latest_checkpoint(os.path.join(run, checkpoints.LATEST_DIR))
-    nets = checkpoints._networks(conf)
+    nets = checkpoints.networks(conf)
     tf.train.Checkpoint(**nets).restore(prefix).expect_partial()
     return ({name: {w.path: w.numpy() for w in net.weights} for name, net in nets.items()},
             checkpoints.checkpoint_scalar(prefix, 'n_images'))
