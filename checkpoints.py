@@ -532,8 +532,9 @@ def starting_point(model_dir, init_from, preset, conf, overrides, resumed):
     recorded = (read_run_record(model_dir) or {}).get('init_from')
     if init_from and (recorded or {}).get('source') not in (init_from, os.path.abspath(
             os.path.expanduser(init_from))):
-        print(f'notice: --init_from {init_from} is ignored: {model_dir} resumes from its own '
-              'checkpoints (start a new --model_dir to fine-tune from another source)')
+        started = recorded['source'] if recorded else 'random weights'
+        print(f'notice: --init_from {init_from} is ignored: {model_dir} is a run already '
+              f'(started from {started}); start a new --model_dir to fine-tune from another source')
     if recorded and not RunCheckpoints(model_dir, model_dir).resume_from:
         return init_source(recorded['source']), conf, recorded
     return None, conf, recorded

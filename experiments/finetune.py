@@ -38,6 +38,7 @@ from matplotlib.figure import Figure
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402  (the CPU model each result names)
+from experiments import common  # noqa: E402
 
 SOURCE, FRESH_EMA_SOURCE = 'SOURCE', 'FRESH_EMA_SOURCE'  # stand-ins for the source folders
 # Arm -> train.py arguments on top of the target data, the seed and the schedule.
@@ -67,9 +68,9 @@ def emojione_folder(cache):
             subprocess.run(['dpkg-deb', '-x', package, os.path.join(scratch, 'x')], check=True,
                            capture_output=True, text=True)
         except (OSError, IndexError, subprocess.CalledProcessError) as err:
-            detail = (getattr(err, 'stderr', '') or str(err)).strip().splitlines()
-            raise SystemExit(f'error: apt-get download ruby-gemojione failed ({detail[-1] if detail else err}); '
-                             'give the target images with --data DIR instead')
+            detail = ((getattr(err, 'stderr', '') or str(err)).strip().splitlines() or [''])[-1]
+            raise SystemExit(f'error: apt-get download ruby-gemojione failed ({detail}); give '
+                             'the target images with --data DIR instead')
         pngs = glob.glob(os.path.join(scratch, 'x', GEMOJIONE_PNGS, '*.png'))
         os.makedirs(folder + '.partial', exist_ok=True)
         for path in pngs:
@@ -93,19 +94,6 @@ def target_sets(data_dir, n_train, out):
                                                            os.path.basename(path)))
         os.replace(train_dir + '.partial', train_dir)
     return train_dir, len(files)
-
-
-def train(run_dir, arguments, log=None):
-    """Run train.py with `arguments` into run_dir (resuming a finished or stopped one); returns
-    its FID records [(images seen, training seconds, FID)]."""
-    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--model_dir', run_dir] + arguments
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f'{log or run_dir} failed (exit {result.returncode}):\n'
-                         + result.stderr[-3000:])
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        records = [json.loads(line) for line in f]
-    return [(r['n_images'], r['train_seconds'], r['fid']) for r in records if 'fid' in r]
 
 
 def fresh_ema_source(source, out):
@@ -197,9 +185,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--arms', default=','.join(ARMS),
-                        help='comma-separated arms, of ' + ', '.join(ARMS) + ' (default: all)')
-    parser.add_argument('--seeds', default='0,1', help='comma-separated seeds (default 0,1)')
+    common.add_arguments(parser, 'arm', ARMS, tuple(ARMS))
     parser.add_argument('--source', default=None, metavar='RUN',
                         help='the pretrained run (default: train the demo into OUT/source)')
     parser.add_argument('--source_iter', type=int, default=1500,
@@ -216,18 +202,7 @@ def parse_args(argv=None):
                         help='generated images per FID (default 500, as the demo)')
     parser.add_argument('--out', default=os.path.join('runs', 'finetune'),
                         help='output folder (run folders go to OUT/runs; existing ones resume)')
-    args = parser.parse_args(argv)
-    args.arms = [arm.strip() for arm in args.arms.split(',') if arm.strip()]
-    unknown = [arm for arm in args.arms if arm not in ARMS]
-    if unknown or not args.arms:
-        parser.error(f'--arms {",".join(unknown)} is not known: use some of {", ".join(ARMS)}')
-    try:
-        args.seeds = [int(seed) for seed in args.seeds.split(',')]
-    except ValueError:
-        parser.error(f'--seeds {args.seeds} is not a comma-separated list of integers')
-    if args.total_iter < args.fid_inter or args.fid_inter < 1:
-        parser.error('--fid_inter must be positive and at most --total_iter')
-    return args
+    return common.check_arguments(parser, parser.parse_args(argv), 'arm', ARMS)
 
 
 def main(argv=None):
@@ -240,7 +215,7 @@ def main(argv=None):
     train_dir, n_all = target_sets(all_images, args.n_train, out)
     source = os.path.abspath(args.source) if args.source else os.path.join(out, 'source')
     if not args.source:  # the demo command's run: OpenMoji, 32 px, seed 0
-        train(source, ['--total_iter', str(args.source_iter)], 'the source run')
+        common.train(source, ['--total_iter', str(args.source_iter)], 'the source run')
     sources = {SOURCE: source}
     if any(FRESH_EMA_SOURCE in ARMS[arm] for arm in args.arms):
         sources[FRESH_EMA_SOURCE] = fresh_ema_source(source, out)
@@ -255,8 +230,8 @@ def main(argv=None):
                 '--metrics_inter', str(args.fid_inter), '--set', f'n_fid_real={n_all}',
                 '--set', f'n_fid_gen={args.n_fid_gen}']
             started = time.perf_counter()
-            fids = train(os.path.join(out, 'runs', f'{arm}_seed{seed}'), arguments,
-                         f'{arm} seed {seed}')
+            fids = common.train(os.path.join(out, 'runs', f'{arm}_seed{seed}'), arguments,
+                                f'{arm} seed {seed}')
             results[(arm, seed)] = fids
             print(f'{arm:>20} seed {seed}: FID ' + ', '.join(f'{fid:.1f}' for *_, fid in fids)
                   + f' ({time.perf_counter() - started:.0f} s)', flush=True)

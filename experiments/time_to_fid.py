@@ -20,7 +20,6 @@ speed drifts over the hour affects every mode alike.
 import argparse
 import json
 import os
-import subprocess
 import sys
 import time
 
@@ -31,6 +30,7 @@ from matplotlib.figure import Figure
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402  (the CPU model each result names)
+from experiments import common  # noqa: E402
 
 # Mode name -> train.py arguments on top of the demo preset; 'official' is the authors' recipe.
 MODES = {
@@ -50,19 +50,11 @@ def run_once(mode, seed, args):
     FID records [(images seen, training seconds, FID)]."""
     # Absolute: train.py runs from the repository, the caller may not.
     run_dir = os.path.abspath(os.path.join(args.out, 'runs', f'{mode}_seed{seed}'))
-    command = [sys.executable, os.path.join(ROOT, 'train.py'), '--preset', 'demo',
-               '--model_dir', run_dir, '--seed', str(seed), '--total_iter', str(args.total_iter),
-               '--fid_inter', str(args.fid_inter), '--metrics_inter', str(args.fid_inter),
-               '--set', f'n_fid_real={args.n_fid}', '--set', f'n_fid_gen={args.n_fid}']
-    command += MODES[mode]
+    arguments = ['--preset', 'demo', '--seed', str(seed), '--total_iter', str(args.total_iter),
+                 '--fid_inter', str(args.fid_inter), '--metrics_inter', str(args.fid_inter),
+                 '--set', f'n_fid_real={args.n_fid}', '--set', f'n_fid_gen={args.n_fid}']
     started = time.perf_counter()
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-    if result.returncode != 0:
-        raise SystemExit(f'{mode} seed {seed} failed (exit {result.returncode}):\n'
-                         + result.stderr[-3000:])
-    with open(os.path.join(run_dir, 'metrics.jsonl')) as f:
-        records = [json.loads(line) for line in f]
-    fids = [(r['n_images'], r['train_seconds'], r['fid']) for r in records if 'fid' in r]
+    fids = common.train(run_dir, arguments + MODES[mode], f'{mode} seed {seed}')
     print(f'{mode:>22} seed {seed}: FID ' + ', '.join(f'{fid:.1f}' for _, _, fid in fids)
           + f' at {fids[-1][1]:.0f} s of training ({time.perf_counter() - started:.0f} s '
           'with evaluations)', flush=True)
@@ -149,10 +141,7 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n\n', 1)[1])
-    parser.add_argument('--modes', default=','.join(DEFAULT_MODES),
-                        help='comma-separated modes, of ' + ', '.join(MODES) + ' (default: '
-                             + ', '.join(DEFAULT_MODES) + ')')
-    parser.add_argument('--seeds', default='0,1', help='comma-separated seeds (default 0,1)')
+    common.add_arguments(parser, 'mode', MODES, DEFAULT_MODES)
     parser.add_argument('--total_iter', type=int, default=720,
                         help='iterations per run, batch 32 (default 720: 23,040 images)')
     parser.add_argument('--fid_inter', type=int, default=240,
@@ -161,18 +150,7 @@ def parse_args(argv=None):
                         help='real and generated images per FID (default 500, as the demo)')
     parser.add_argument('--out', default=os.path.join('runs', 'time_to_fid'),
                         help='output folder (run folders go to OUT/runs; existing ones resume)')
-    args = parser.parse_args(argv)
-    args.modes = [mode.strip() for mode in args.modes.split(',') if mode.strip()]
-    unknown = [mode for mode in args.modes if mode not in MODES]
-    if unknown or not args.modes:
-        parser.error(f'--modes {",".join(unknown)} is not known: use some of {", ".join(MODES)}')
-    try:
-        args.seeds = [int(seed) for seed in args.seeds.split(',')]
-    except ValueError:
-        parser.error(f'--seeds {args.seeds} is not a comma-separated list of integers')
-    if args.total_iter < args.fid_inter or args.fid_inter < 1:
-        parser.error('--fid_inter must be positive and at most --total_iter')
-    return args
+    return common.check_arguments(parser, parser.parse_args(argv), 'mode', MODES)
 
 
 def main(argv=None):
