@@ -433,8 +433,6 @@ def _architecture_misfit(prefix, conf):
         logger.setLevel(level)
 
 
-
-
 # ---------------------------------------------------------------- --init_from (fine-tuning)
 
 OFFICIAL_SOURCE = 'official:'
