@@ -68,6 +68,9 @@ config = {
     'jit': 'auto',                # True/False: compile the train step with XLA or not; 'auto':
                                   # XLA on a GPU or TPU, not on a CPU (oneDNN is faster there)
     'precision': 'float32',       # 'float32', 'mixed_float16' (loss scaling) or 'mixed_bfloat16'
+    'float32_islands': ['attention', 'norms', 'residual', 'rgb', 'logits'],  # ours: the parts
+                                  # that stay float32 under mixed precision (FLOAT32_ISLANDS);
+                                  # [] is the all-reduced-precision policy of earlier versions
     'nan_retries': 0,             # ours: on NaN, 0 stops; N: restore last ckpt at half the lrs, N times
     # --- watching the run (ours; guard.py) ---
     'fid_guard': 'warn',          # FID staying far above the best: 'warn', 'stop', 'rollback' (to
@@ -115,6 +118,14 @@ POLICY_OPS = ('color', 'translation', 'cutout')
 FID_BACKBONES = ('standard', 'keras')
 FID_GUARDS = ('off', 'warn', 'stop', 'rollback')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
+# What each float32 island keeps in float32 under mixed precision (README, "Reduced precision").
+FLOAT32_ISLANDS = {
+    'attention': 'the Lada scores, their softmax over tokens and the attention-weighted sum',
+    'norms': 'the LayerNorms and the self-modulation (its gamma, beta and affine)',
+    'residual': 'the residual stream and the position embeddings added to it',
+    'rgb': "G's last convolution, to RGB",
+    'logits': "D's last convolution, to the 5x5 logits",
+}
 INITIALIZERS = ('orthogonal', 'glorot_uniform', 'glorot_normal', 'he_normal', 'he_uniform',
                 'lecun_normal', 'random_normal')
 
@@ -194,6 +205,13 @@ def _check_type(key, value):
         if value is False or (isinstance(value, list) and value and all(map(_is_int, value))):
             return list(value) if value else False
         raise UserError(f'dec_dim={value!r} is not allowed: use False or a list of integers')
+    if key == 'float32_islands':  # a list of names; the command line gives 'a,b' or '' or []
+        if isinstance(value, str):
+            value = [name.strip() for name in value.strip('[]').split(',') if name.strip()]
+        if isinstance(value, (list, tuple)) and all(isinstance(name, str) for name in value):
+            return [name.strip('\'" ') for name in value]
+        raise UserError(f'float32_islands={value!r} is not allowed: use a comma-separated list '
+                        f'of {", ".join(FLOAT32_ISLANDS)}, or [] for none')
     if isinstance(default, bool):
         ok = isinstance(value, bool)
     elif _is_int(default):
@@ -281,6 +299,11 @@ def validate(values):
                          ('g_initializer', INITIALIZERS), ('d_initializer', INITIALIZERS)):
         if v[key] not in allowed:
             _fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(allowed)}')
+    islands = list(v['float32_islands'])
+    unknown = [name for name in islands if name not in FLOAT32_ISLANDS]
+    if unknown or len(set(islands)) != len(islands):
+        _fail(f'float32_islands={islands} must list distinct parts of '
+              f'{", ".join(FLOAT32_ISLANDS)} (or be [])')
     ops = [op for op in v['policy'].split(',') if op]
     for op in ops:
         if op not in POLICY_OPS:
@@ -351,7 +374,7 @@ def parse_override(text):
     if key not in config:
         raise UserError(f'unknown config key {key!r}; known keys: ' + ', '.join(sorted(config)))
     default = config[key]
-    if isinstance(default, str) and key != 'dec_dim':
+    if (isinstance(default, str) and key != 'dec_dim') or key == 'float32_islands':
         value = raw.strip()
     else:
         lowered = raw.strip().lower()

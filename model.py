@@ -24,9 +24,15 @@ from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding
 
 
 
-def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding='same'):
+def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding='same',
+          dtype=None):
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
-                         kernel_initializer=initializer, name=name)
+                         kernel_initializer=initializer, name=name, dtype=dtype)
+
+
+def _island_dtype(island, float32_islands):
+    """dtype='float32' for a layer that is one of the float32 islands, else the global policy."""
+    return 'float32' if island in float32_islands else None
 
 
 def _batch_norm(name):
@@ -77,7 +83,7 @@ class Generator(keras.Model):
 
     def __init__(self, img_size=32, model_dim=(1024, 256, 64), heads=(4, 4, 4),
                  mlp_dim=(512, 512, 512), initializer='orthogonal', dec_dim=False,
-                 attention='lada', noise_dim=128, **kwargs):
+                 attention='lada', noise_dim=128, float32_islands=(), **kwargs):
         super().__init__(**kwargs)
         config_lib.check_generator_shape(img_size, model_dim, heads, mlp_dim, dec_dim)
         self.img_size = img_size
@@ -88,27 +94,33 @@ class Generator(keras.Model):
         self.dec_dim = list(dec_dim) if dec_dim else False
         self.attention = attention
         self.noise_dim = noise_dim
+        self.float32_islands = list(float32_islands)
+        islands = self.float32_islands
         d0, d1, d2 = self.model_dim
         self.init = layers.Dense(64 * d0, use_bias=False, kernel_initializer=initializer,
                                  name='init')
-        self.pos_emb_8 = PositionEmbedding(64, d0, initializer, name='pos_emb_8')
+        residual = _island_dtype('residual', islands)
+        self.pos_emb_8 = PositionEmbedding(64, d0, initializer, name='pos_emb_8', dtype=residual)
         self.block_8 = GeneratorBlock(d0, heads[0], mlp_dim[0], initializer, attention,
-                                      name='block_8')
+                                      float32_islands=islands, name='block_8')
         self.conv_8 = _conv(d1, 3, initializer, 'conv_8')
-        self.pos_emb_16 = PositionEmbedding(256, d1, initializer, name='pos_emb_16')
+        self.pos_emb_16 = PositionEmbedding(256, d1, initializer, name='pos_emb_16',
+                                            dtype=residual)
         self.block_16 = GeneratorBlock(d1, heads[1], mlp_dim[1], initializer, attention,
-                                       name='block_16')
+                                       float32_islands=islands, name='block_16')
         self.conv_16 = _conv(d2, 3, initializer, 'conv_16')
-        self.pos_emb_32 = PositionEmbedding(1024, d2, initializer, name='pos_emb_32')
+        self.pos_emb_32 = PositionEmbedding(1024, d2, initializer, name='pos_emb_32',
+                                            dtype=residual)
         self.block_32 = GeneratorBlock(d2, heads[2], mlp_dim[2], initializer, attention,
-                                       name='block_32')
+                                       float32_islands=islands, name='block_32')
         # Conv decoder: per stage nearest x2 -> Conv3x3 -> BN -> LeakyReLU(0.2). Each layer is
         # its own attribute: tf.train.Checkpoint does not follow Keras-tracked Python lists.
         for i, filters in enumerate(self.dec_dim or []):
             setattr(self, f'dec_conv_{i}', _conv(filters, 3, initializer, f'dec_conv_{i}'))
             setattr(self, f'dec_bn_{i}', _batch_norm(f'dec_bn_{i}'))
         self.patch_size = 1 if self.dec_dim else img_size // 32
-        self.ch_conv = _conv(3, 3, initializer, 'ch_conv')
+        # The 'rgb' island: bfloat16's spacing near 1 is 2^-7, one 8-bit level of a saved image.
+        self.ch_conv = _conv(3, 3, initializer, 'ch_conv', dtype=_island_dtype('rgb', islands))
         self.build((None, noise_dim))
 
     @property
@@ -121,7 +133,8 @@ class Generator(keras.Model):
 
     def build(self, input_shape):
         # Build every sublayer now (not on first call) so checkpoints can be loaded at once.
-        # The output is computed in the model's compute dtype (float16 under mixed precision).
+        # The output is computed in the model's compute dtype (float16 under mixed precision)
+        # unless it is the 'rgb' island.
         super().build(input_shape)
         side, channels = 64, self.model_dim[2]
         for conv, filters in zip(self.dec_convs, self.dec_dim or []):
@@ -154,7 +167,8 @@ class Generator(keras.Model):
         return {'img_size': self.img_size, 'model_dim': self.model_dim, 'heads': self.heads,
                 'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
                 'dec_dim': self.dec_dim, 'attention': self.attention,
-                'noise_dim': self.noise_dim, 'name': self.name}
+                'noise_dim': self.noise_dim, 'float32_islands': self.float32_islands,
+                'name': self.name}
 
 
 @keras.saving.register_keras_serializable('ladagan')
@@ -198,7 +212,8 @@ class Discriminator(keras.Model):
     """Images (B, S, S, 3) -> conv encoder to 16x16 -> one Lada block -> 5x5 logits (B, 25)."""
 
     def __init__(self, img_size=32, enc_dim=(128, 256), out_dim=(512, 1024), mlp_dim=512,
-                 heads=4, initializer='orthogonal', attention='lada', **kwargs):
+                 heads=4, initializer='orthogonal', attention='lada', float32_islands=(),
+                 **kwargs):
         super().__init__(**kwargs)
         config_lib.check_discriminator_shape(img_size, enc_dim, out_dim, heads)
         self.img_size = img_size
@@ -208,17 +223,21 @@ class Discriminator(keras.Model):
         self.heads = heads
         self.initializer = initializer
         self.attention = attention
+        self.float32_islands = list(float32_islands)
         self.inp_conv = _conv(enc_dim[0], 3, initializer, 'inp_conv', use_bias=False)
         # One attribute per block: tf.train.Checkpoint does not follow Keras-tracked lists.
         for i, filters in enumerate(enc_dim[1:]):
             setattr(self, f'down_block_{i}', DownBlock(filters, initializer,
                                                        name=f'down_block_{i}'))
-        self.pos_emb_8 = PositionEmbedding(256, enc_dim[-1], initializer, name='pos_emb_8')
+        self.pos_emb_8 = PositionEmbedding(256, enc_dim[-1], initializer, name='pos_emb_8',
+                                           dtype=_island_dtype('residual', float32_islands))
         self.block_8 = DiscriminatorBlock(enc_dim[-1], heads, mlp_dim, initializer, attention,
-                                          name='block_8')
+                                          float32_islands=float32_islands, name='block_8')
         self.conv_4 = _conv(out_dim[0], 3, initializer, 'conv_4')
         self.out_conv1 = _conv(out_dim[1], 1, initializer, 'out_conv1', use_bias=False)
-        self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid')
+        # The 'logits' island: the last 4x4 conv to one channel, 25 logits per image.
+        self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid',
+                               dtype=_island_dtype('logits', float32_islands))
         self.build((None, img_size, img_size, 3))
 
     @property
@@ -250,7 +269,8 @@ class Discriminator(keras.Model):
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
                 'mlp_dim': self.mlp_dim, 'heads': self.heads, 'initializer': self.initializer,
-                'attention': self.attention, 'name': self.name}
+                'attention': self.attention, 'float32_islands': self.float32_islands,
+                'name': self.name}
 
 
 @contextlib.contextmanager
@@ -270,13 +290,19 @@ def dtype_policy(name):
 # that take the configured initializer start at zero instead of computing the orthogonal
 # initialiser's QR decompositions, which are most of the time a build takes.
 
+def float32_islands(conf):
+    """The parts kept in float32 (config `float32_islands`); none to keep under float32."""
+    return list(conf.float32_islands) if conf.precision != 'float32' else []
+
+
 def build_generator(conf, name='generator', initialize=True):
     with dtype_policy(conf.precision):
         return Generator(img_size=conf.img_size, model_dim=conf.g_dim, heads=conf.g_heads,
                          mlp_dim=conf.g_mlp,
                          initializer=conf.g_initializer if initialize else 'zeros',
                          dec_dim=conf.dec_dim, attention=conf.attention,
-                         noise_dim=conf.noise_dim, name=name)
+                         noise_dim=conf.noise_dim, float32_islands=float32_islands(conf),
+                         name=name)
 
 
 def build_discriminator(conf, name='discriminator', initialize=True):
@@ -284,7 +310,7 @@ def build_discriminator(conf, name='discriminator', initialize=True):
         return Discriminator(img_size=conf.img_size, enc_dim=conf.d_enc_dim,
                              out_dim=conf.d_out_dim, mlp_dim=conf.d_mlp, heads=conf.d_heads,
                              initializer=conf.d_initializer if initialize else 'zeros',
-                             attention=conf.attention,
+                             attention=conf.attention, float32_islands=float32_islands(conf),
                              name=name)
 
 

@@ -30,12 +30,20 @@ from matplotlib.figure import Figure
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 import cli  # noqa: E402  (the CPU model each result names)
+import config  # noqa: E402
 from experiments import common  # noqa: E402
 
 # Mode name -> train.py arguments on top of the demo preset; 'official' is the authors' recipe.
+# 'bfloat16' keeps the float32 islands (config.FLOAT32_ISLANDS), 'bfloat16_all' none of them
+# (the policy of earlier versions), 'bfloat16_no_X' all but X.
 MODES = {
     'official': [],
     'bfloat16': ['--set', 'precision=mixed_bfloat16'],
+    'bfloat16_all': ['--set', 'precision=mixed_bfloat16', '--set', 'float32_islands=[]'],
+    **{f'bfloat16_no_{island}': ['--set', 'precision=mixed_bfloat16', '--set', 'float32_islands='
+                                 + ','.join(name for name in config.FLOAT32_ISLANDS
+                                            if name != island)]
+       for island in config.FLOAT32_ISLANDS},
     'r1_every_4': ['--set', 'r1_interval=4'],
     'r1_every_16': ['--set', 'r1_interval=16'],
     'bfloat16_r1_every_4': ['--set', 'precision=mixed_bfloat16', '--set', 'r1_interval=4'],
@@ -84,6 +92,7 @@ def summarise(results, modes):
         summary[mode] = {'images': stacked[0, :, 0], 'seconds': stacked[:, :, 1].mean(0),
                          'fid': stacked[:, :, 2].mean(0), 'final_fids': stacked[:, -1, 2]}
     target = summary['official']['fid'][-1] if 'official' in summary else None
+    _paired_differences(results, summary)
     for mode, row in summary.items():
         curve = list(zip(row['seconds'], row['fid']))
         row['seconds_to_target'] = None if target is None else seconds_to_reach(curve, target)
@@ -94,6 +103,24 @@ def summarise(results, modes):
             row['speedup'] = (official / row['seconds_to_target']
                               if row['seconds_to_target'] else None)
     return summary, target
+
+
+def _paired_differences(results, summary):
+    """Per mode, the final FID minus official's final FID of the same seed (the same initial
+    weights, noise and data order), over the seeds both ran: 'paired' (list), 'paired_mean',
+    'paired_std'; official's own 'seed_std' is the spread between seeds to compare them with."""
+    if 'official' not in summary:
+        return
+    official = {seed: fids[-1][2] for (mode, seed), fids in results.items() if mode == 'official'}
+    summary['official']['seed_std'] = float(np.std(list(official.values()), ddof=1)
+                                            if len(official) > 1 else np.nan)
+    for mode, row in summary.items():
+        paired = [fids[-1][2] - official[seed] for (m, seed), fids in sorted(results.items())
+                  if m == mode and seed in official and fids[-1][0] == results[
+                      ('official', seed)][-1][0]]
+        row['paired'] = paired
+        row['paired_mean'] = float(np.mean(paired)) if paired else np.nan
+        row['paired_std'] = float(np.std(paired, ddof=1)) if len(paired) > 1 else np.nan
 
 
 def write_plot(summary, path):
@@ -133,6 +160,14 @@ def write_table(summary, target, seeds, path):
     lines.append(f'Seeds {", ".join(map(str, seeds))}; evaluations at '
                  + ', '.join(f'{int(images):,}' for images in next(iter(summary.values()))['images'])
                  + ' images. Target: the official mode\'s final mean FID.')
+    seed_std = summary['official'].get('seed_std', np.nan)
+    lines += ['', '| mode | final FID minus official\'s, per seed (paired) | mean | std |',
+              '| --- | --- | --- | --- |']
+    for mode, row in summary.items():
+        if mode != 'official' and row.get('paired'):
+            lines.append(f'| `{mode}` | ' + ', '.join(f'{d:+.1f}' for d in row['paired'])
+                         + f' | {row["paired_mean"]:+.1f} | {row["paired_std"]:.1f} |')
+    lines += ['', f'Spread between seeds of official (std of its final FIDs): {seed_std:.1f}.']
     with open(path, 'w') as f:
         f.write('\n'.join(lines) + '\n')
 

@@ -2,6 +2,7 @@
 import os
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -261,3 +262,90 @@ def test_summary_reports_the_papers_macs():
     assert executed_out == 33 * 33 * 16 * 256 * 128 + 65 * 65 * 16 * 128 * 64 + rgb
     table = model.summary_table(config.make_config('tiny'))
     assert 'generator' in table and 'discriminator' in table and '646,873' in table
+
+
+# ---------------------------------------------------------------- float32 islands
+class _IslandProbe(keras.layers.Layer):
+    """Runs each island's layer of G and D as their models do: called inside a layer of the
+    mixed policy, which sets Keras's autocast scope the way Generator and Discriminator do."""
+
+    def __init__(self, generator, discriminator):
+        # autocast=False: the inputs keep their dtypes (smln is float32), as in the model.
+        super().__init__(dtype=generator.dtype_policy, autocast=False, name="island_probe")
+        self.generator, self.discriminator = generator, discriminator
+
+    def call(self, z, tokens, maps, head, d_tokens, smln):
+        g, d, block = self.generator, self.discriminator, self.generator.block_8
+        stream = g.pos_emb_8(tokens)
+        return {'residual': stream, 'norms': block.norm1([stream, z]),
+                'norms (D)': d.block_8.norm1(tf.cast(d_tokens, tf.float32)),  # as the block
+                'attention': block.attn(smln)[1],  # the map from float32 tokens
+                'residual (D)': d.block_8(d_tokens)[0], 'rgb': g.ch_conv(maps),
+                'logits': d.out_conv2(head)}
+
+
+def _island_outputs(generator, discriminator, xla):
+    """{island: (output, float32 reference or None)} on fixed inputs in the compute dtype:
+    each island's layer as the model runs it, and the same maths in float32."""
+    block, d_norm = generator.block_8, discriminator.block_8.norm1
+    compute = generator.compute_dtype
+    normal = lambda shape, seed: tf.cast(tf.random.stateless_normal(shape, [0, seed]), compute)
+    z = normal([2, generator.noise_dim], 1)
+    tokens = normal([2, 64, generator.model_dim[0]], 2)
+    maps = normal([2, 32, 32, generator.model_dim[2]], 3)
+    head = normal([2, 8, 8, discriminator.out_dim[1]], 4)
+    d_tokens = normal([2, 256, discriminator.enc_dim[-1]], 5)
+    f32 = lambda x: tf.cast(x, tf.float32)  # read here, outside any autocast scope
+    dense = lambda layer, x: tf.matmul(f32(x), f32(layer.kernel)) + f32(layer.bias)
+    conv = lambda layer, x, padding: tf.nn.conv2d(f32(x), f32(layer.kernel), 1, padding)
+
+    def ln(x, epsilon):
+        mean, var = tf.nn.moments(f32(x), axes=[-1], keepdims=True)
+        return (f32(x) - mean) * tf.math.rsqrt(var + epsilon)
+
+    stream = f32(tokens) + f32(generator.pos_emb_8.embeddings)
+    h = tf.nn.relu(dense(block.norm1.h, z))
+    smln = (ln(stream, 1e-6) * dense(block.norm1.gamma, h)[:, None]
+            + dense(block.norm1.beta, h)[:, None])
+    logits = dense(block.attn.q_attn, dense(block.attn.wq, smln)) / np.sqrt(block.attn.head_dim)
+    references = {
+        'residual': stream, 'norms': smln,
+        'norms (D)': ln(d_tokens, d_norm.epsilon) * f32(d_norm.gamma) + f32(d_norm.beta),
+        'attention': tf.transpose(tf.nn.softmax(logits, axis=1), [0, 2, 1]),
+        'residual (D)': None,
+        'rgb': conv(generator.ch_conv, maps, 'SAME') + f32(generator.ch_conv.bias),
+        'logits': conv(discriminator.out_conv2, head, 'VALID')}
+    probe = _IslandProbe(generator, discriminator)
+    outputs = tf.function(probe, jit_compile=xla, autograph=False)(z, tokens, maps, head,
+                                                                    d_tokens, smln)
+    return {island: (outputs[island], references[island]) for island in references}
+
+
+@pytest.fixture(scope='module', params=['mixed_bfloat16', 'mixed_float16'])
+def mixed_models(request):
+    """{islands: (generator, discriminator)} of the tiny preset under a mixed policy, with the
+    default float32 islands and with none."""
+    models = {}
+    for name, islands in (('default', config.config['float32_islands']), ('none', [])):
+        conf = config.make_config('tiny', precision=request.param, float32_islands=islands)
+        models[name] = model.build_generator(conf), model.build_discriminator(conf)
+    return request.param.split('_')[1], models
+
+
+@pytest.mark.parametrize('xla', [False, True])
+def test_float32_islands_compute_in_float32_under_mixed_precision(mixed_models, xla):
+    compute, models = mixed_models
+    kept = _island_outputs(*models['default'], xla)
+    dropped = _island_outputs(*models['none'], xla)
+    for island, (output, reference) in kept.items():
+        assert output.dtype == tf.float32, (island, output.dtype)
+        if reference is not None:  # the float32 maths on the same input, to float32 rounding
+            np.testing.assert_allclose(output.numpy(), reference.numpy(), rtol=2e-4, atol=2e-5,
+                                       err_msg=island)
+    for island, (output, reference) in dropped.items():
+        if island == 'attention':  # the softmax is float32 in every policy; its scores are not
+            kept_error = np.abs(kept[island][0].numpy() - kept[island][1].numpy()).max()
+            error = np.abs(output.numpy() - reference.numpy()).max()
+            assert error > 10 * kept_error, (error, kept_error)
+        else:
+            assert output.dtype == compute, (island, output.dtype)
