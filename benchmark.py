@@ -1,13 +1,11 @@
 """Benchmarks for ladagan, one section per component.
 
     python benchmark.py                      # every section
-    python benchmark.py --only fid --quick   # a selection, smaller sizes
-    python benchmark.py --json results.json  # also write the rows as JSON
+    python benchmark.py --only fid --quick   # a selection, smaller sizes; --json OUT: also JSON
 
-A section is a function ``(args) -> list of rows`` registered with ``@section(name)``;
-a row is a dict with keys ``metric``, ``value``, ``unit`` and optionally ``note``.
-Add a section by writing such a function; heavy imports belong inside it so that
-``--only`` runs load only what they need.
+A section is a function ``(args) -> list of rows`` registered with ``@section(name)``; a row is
+a dict with keys ``metric``, ``value``, ``unit`` and optionally ``note``. Heavy imports belong
+inside a section, so that ``--only`` runs load only what they need.
 """
 
 import argparse
@@ -60,26 +58,20 @@ def _write_png_set(folder, count, size, seed=0):
 def _time_feature_extraction(extractor, batch, repeats):
     """Images per second of the FID network, with its batch norms folded (as used) and not."""
     import tensorflow as tf
-
     import inception
-
-    rows = []
-    extractor(batch)  # trace the graph outside the timing
-    start = time.perf_counter()
-    for _ in range(repeats):
-        extractor(batch)
-    rows.append(row('feature extraction (batch 50, 32 px -> 299)',
-                    repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
     # The same network with its batch norms as layers, not folded into the convolutions.
     literal = inception.build_fid_inception(
         inception.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
     literal_fn = tf.function(lambda x: literal(extractor._preprocess(x), training=False))
-    literal_fn(tf.constant(batch))
-    start = time.perf_counter()
-    for _ in range(repeats):
-        literal_fn(tf.constant(batch)).numpy()
-    rows.append(row('feature extraction, batch norms not folded (batch 50)',
-                    repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
+    rows = []
+    for label, extract in (('feature extraction (batch 50, 32 px -> 299)', extractor),
+                           ('feature extraction, batch norms not folded (batch 50)',
+                            lambda x: literal_fn(tf.constant(x)).numpy())):
+        extract(batch)  # trace the graph outside the timing
+        start = time.perf_counter()
+        for _ in range(repeats):
+            extract(batch)
+        rows.append(row(label, repeats * len(batch) / (time.perf_counter() - start), 'img/s'))
     return rows
 
 
@@ -87,26 +79,20 @@ def _time_feature_extraction(extractor, batch, repeats):
 def bench_fid(args):
     """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
     import scipy.linalg
-
     import fid
     import inception
-
     num_images, img_size, rows, rng = 50 if args.quick else 2500, 32, [], np.random.default_rng(0)
-
     def sample_fn(batch_size):
         # Smooth random images in [-1, 1], (B, 32, 32, 3): a stand-in for the EMA generator.
         coarse = rng.uniform(-1, 1, (batch_size, 4, 4, 3)).astype(np.float32)
         return coarse.repeat(8, axis=1).repeat(8, axis=2)
-
     with tempfile.TemporaryDirectory() as workdir:
         real_dir = _write_png_set(os.path.join(workdir, 'real'), num_images, img_size)
         start = time.perf_counter()
         extractor = inception.get_feature_extractor('standard')
         rows.append(row('build FID Inception + load weights', time.perf_counter() - start, 's'))
-
         batch = np.asarray(rng.integers(0, 256, (50, img_size, img_size, 3)), dtype=np.uint8)
         rows += _time_feature_extraction(extractor, batch, repeats=1 if args.quick else 4)
-
         options = dict(real_source=real_dir, img_size=img_size, n_real=num_images, n_gen=num_images,
                        batch_size=50, stats_dir=os.path.join(workdir, 'cache'))
         start = time.perf_counter()
@@ -117,7 +103,6 @@ def bench_fid(args):
         second = fid.FIDEvaluator(**options).evaluate(sample_fn)
         rows.append(row(f'FID eval, {num_images} gen, real stats cached',
                         time.perf_counter() - start, 's', f'FID {second:.2f}'))
-
     # The Fréchet distance itself at Inception size, against scipy's sqrtm.
     features_a = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.5
     features_b = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.6 + 0.01
@@ -145,8 +130,7 @@ def bench_prdc(args):
         # Non-negative like Inception pool features; fakes a little shifted.
         real = np.abs(rng.standard_normal((count, 2048), dtype=np.float32))
         fake = np.abs(rng.standard_normal((count, 2048), dtype=np.float32) * 1.05 + 0.02)
-        # numpy reports its arrays to tracemalloc: the peak is what PRDC itself allocates, which
-        # the process's peak resident memory (raised by earlier work) would not show.
+        # numpy reports to tracemalloc: the peak is what PRDC allocates, unlike peak RSS.
         tracemalloc.start()
         start = time.perf_counter()
         result = knn_metrics.prdc(real, fake)
@@ -163,20 +147,18 @@ def bench_prdc(args):
 
 # ---------------------------------------------------------------------------- training
 
-# Forward-pass equivalents per image and training step, for model FLOPs utilisation: the D step
-# runs G forward (1), D forward+backward on fakes (3) and on reals with R1's double backward
-# (about 5); the G step runs G and D forward+backward (3 each). Standard 1:2 forward:backward.
+# Forward-pass equivalents per image and step, for model FLOPs utilisation (forward:backward 1:2):
+# the D step runs G forward (1), D forward+backward on fakes (3) and on reals with R1's double
+# backward (about 5); the G step runs G and D forward+backward (3 each).
 G_PASSES_PER_STEP = 4
 D_PASSES_PER_STEP = 11
-
-
 DEFAULT_PRESETS = 'cifar10,celeba_64,ffhq_128'  # --quick: tiny
 JIT_MODES = {'on': [True], 'off': [False], 'both': [True, False]}  # --jit: XLA or not, or both
 
 
 def _presets(args):
-    default = 'tiny' if args.quick else DEFAULT_PRESETS
-    return [p.strip() for p in (args.presets or default).split(',') if p.strip()]
+    return [p.strip() for p in (args.presets or ('tiny' if args.quick else DEFAULT_PRESETS))
+            .split(',') if p.strip()]
 
 
 def _peak_rss_mb():
@@ -216,9 +198,8 @@ def _time_steps(step, steps):
     return first, float(np.median(times))
 
 
-# Kernel names in a CPU trace: XLA's HLO names ('MatMul.12', 'transpose_copy_fusion.3') or, without
-# XLA, '<op name>:<op type>' ('.../Conv2DBackpropInput:_MklNativeConv2DBackpropInput'). Groups for
-# docs/performance.md, matched on the lower-cased HLO name or op type, in order:
+# Kernel names in a CPU trace: XLA's HLO names ('MatMul.12') or, without XLA, '<op name>:<op type>'
+# ('...:_MklNativeConv2DBackpropInput'). Groups, matched on the lower-cased name or type, in order:
 _OP_GROUPS = (('matmul', ('matmul', 'dot', 'einsum')), ('convolution', ('conv',)),
               ('transpose / copy', ('transpose', 'copy')), ('pooling', ('reduce-window', 'pool')),
               ('reductions (norms, softmax, means)', ('reduce', 'sum', 'mean', 'softmax')))
@@ -280,8 +261,8 @@ def _measure_in_child(args, preset, jit, implementation='ours'):
 
 @section('train')
 def bench_train(args):
-    """Training images/s per preset (median step after compilation), compile time, MFU; each
-    preset and mode in a process of its own, which the memory section reads too."""
+    """Training images/s per preset (median step after compilation), compile time, MFU; each in
+    a process of its own, which the memory section reads too."""
     import config
     import model
     rows = []
@@ -317,9 +298,8 @@ def bench_train(args):
 
 @section('memory')
 def bench_memory(args):
-    """Peak resident memory (and step time) of training, per preset and mode, each measured in
-    a process of its own (the train section's, when both run); with --authors_code, the
-    authors' train_step beside ours."""
+    """Peak resident memory (and step time) of training, per preset and mode, each in a process
+    of its own (the train section's, when both run); with --authors_code, the authors' too."""
     import itertools
     rows = []
     implementations = ['ours'] + (['authors'] if args.authors_code else [])
@@ -347,9 +327,8 @@ def _our_step(conf):
 
 @section('grappler')
 def bench_grappler(args):
-    """The CPU step with Grappler's graph rewrites (TensorFlow's default) and without them (ours
-    on a CPU, so that runs repeat: docs/determinism.md): one model in one process, rounds of
-    steps alternating between the two, so that both see the same machine."""
+    """The CPU step with Grappler's graph rewrites (TensorFlow's default) and without (ours on a
+    CPU, so that runs repeat: docs/determinism.md): one model, rounds alternating the two."""
     import tensorflow as tf
     import config
     import gan
@@ -378,11 +357,52 @@ def bench_grappler(args):
     return results
 
 
+@section('precision')
+def bench_precision(args):
+    """The step in float32 and in --precision (mixed_bfloat16 unless mixed_float16) with its
+    float32 islands, with none and with all but one: one model each in one process, steps
+    alternating, each a ratio to float32's. No XLA unless --jit on."""
+    import tensorflow as tf
+    import config
+    low = args.precision if args.precision != 'float32' else 'mixed_bfloat16'
+    variants = {'float32': {'precision': 'float32'}, f'{low}, float32 islands': {},
+                f'{low}, no islands': {'float32_islands': []},
+                **{f'{low}, islands but {island}': {'float32_islands': [
+                    name for name in config.FLOAT32_ISLANDS if name != island]}
+                   for island in config.FLOAT32_ISLANDS}}
+    rows, jit = [], args.jit == 'on'
+    for preset in _presets(args):
+        confs = {name: config.make_config(preset, batch_size=args.batch_size, jit=jit,
+                                          **{'precision': low, **overrides})
+                 for name, overrides in variants.items()}
+        real = tf.random.uniform([args.batch_size] + [confs['float32'].img_size] * 2 + [3], -1, 1)
+        seconds = _alternating_medians({name: _our_step(c) for name, c in confs.items()}, real,
+                                       args.steps)
+        for name, median in seconds.items():
+            rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, {name}: train step',
+                            args.batch_size / median, 'img/s', f'{seconds["float32"] / median:.2f}x '
+                            f'float32; batch {args.batch_size}, median of {args.steps}, alternating'))
+    return rows
+
+
+def _alternating_medians(steps, real, rounds):
+    """{name: median seconds} of `rounds` rounds calling each step once, in turn, after a call
+    each to compile: the machine's speed drifts by 10% in minutes, more than what is compared."""
+    for step in steps.values():
+        step(real)
+    times = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            step(real)
+            times[name].append(time.perf_counter() - start)
+    return {name: float(np.median(values)) for name, values in times.items()}
+
+
 @section('authors')
 def bench_authors(args):
     """Training images/s of ours and of the authors' train_step (--authors_code) in one process,
-    alternating step by step: the machine's speed drifts by 10% over minutes, so steps timed
-    in separate runs cannot be compared to a few percent."""
+    alternating step by step."""
     import tensorflow as tf
     import config
     import official
@@ -403,29 +423,20 @@ def bench_authors(args):
                 steps.pop('authors', None)  # it may fail before or after it is built
                 rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, authors: train step',
                                 float('nan'), 'img/s', f'fails: {str(error).splitlines()[0][:120]}'))
-            steps['ours'](real)
-            times = {name: [] for name in steps}
-            for _ in range(args.steps):
-                for name, step in steps.items():
-                    start = time.perf_counter()
-                    step(real)
-                    times[name].append(time.perf_counter() - start)
-            for name, values in times.items():
+            for name, median in _alternating_medians(steps, real, args.steps).items():
                 rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, {name}: train step',
-                                conf.batch_size / float(np.median(values)), 'img/s',
+                                conf.batch_size / median, 'img/s',
                                 f'batch {conf.batch_size}, median of {args.steps}, alternating'))
     return rows
 
 
 def _child(spec):
-    """One training configuration in a fresh process: build it, time its steps, and print
-    {'peak_rss_mb', 'first_step_s', 'step_s'} as JSON; with a profile folder, then trace 3
-    more steps into it (after the peak memory is read)."""
+    """One training configuration in a fresh process: print {'peak_rss_mb', 'first_step_s',
+    'step_s'} as JSON; with a profile folder, then trace 3 more steps into it."""
     spec = json.loads(spec)
     if spec['implementation'] == 'authors':
         os.environ['TF_USE_LEGACY_KERAS'] = '1'  # tf.keras is then Keras 2, as their code needs
     import tensorflow as tf
-
     import config
     import official
     conf = config.make_config(spec['preset'], batch_size=spec['batch_size'],
@@ -449,7 +460,6 @@ def bench_data(args):
     """Input pipeline images/s (OpenMoji PNGs): decoded once into memory vs decoded every epoch."""
     import contextlib
     import io
-
     import data
     import openmoji
     rows = []
@@ -476,7 +486,6 @@ def bench_data(args):
 def bench_generate(args):
     """EMA generator sampling images/s (XLA), per preset."""
     import tensorflow as tf
-
     import config
     import model
     rows = []
@@ -495,16 +504,13 @@ def bench_generate(args):
 def bench_attention(args):
     """Forward+backward time of one Lada vs one dot-product generator block as tokens grow."""
     import tensorflow as tf
-
     from ladaformer import GeneratorBlock
-    rows = []
-    token_counts = [256, 1024, 4096] if args.quick else [256, 1024, 4096, 16384]
+    rows, token_counts = [], [256, 1024, 4096] + ([] if args.quick else [16384])
     for attention in ('lada', 'dot'):
         block = GeneratorBlock(128, 4, 256, attention=attention)
         for tokens in token_counts:
             x = tf.random.normal([4, tokens, 128])
             z = tf.random.normal([4, 128])
-
             @tf.function(jit_compile=True)
             def forward_backward(x, z):
                 with tf.GradientTape() as tape:
@@ -546,13 +552,11 @@ def parse_args(argv=None):
     parser.add_argument('--batch_size', type=int, default=32, help='training batch size')
     parser.add_argument('--steps', type=int, default=10, help='timed training steps per preset')
     parser.add_argument('--profile', default=None, metavar='DIR',
-                        help='train section: also trace 3 steps per preset and mode with the '
-                             'TensorFlow profiler into DIR/<preset>_xla or DIR/<preset>_noxla '
-                             '(TensorBoard, Profile tab) and print where kernel time goes')
+                        help='train section: also profile 3 steps per preset and mode into '
+                             'DIR/<preset>_xla|_noxla (TensorBoard) and print where time goes')
     parser.add_argument('--jit', default='both', choices=tuple(JIT_MODES),
-                        help='train, memory and authors sections: the step with XLA, without, '
-                             'or both (on a CPU the oneDNN kernels used without XLA are often '
-                             'faster)')
+                        help='train, memory, authors sections: the step with XLA, without, or '
+                             'both (precision: on is XLA, else not)')
     parser.add_argument('--precision', default='float32',
                         choices=('float32', 'mixed_float16', 'mixed_bfloat16'))
     parser.add_argument('--authors_code', default=None, metavar='DIR',

@@ -76,15 +76,31 @@ class DynamicLossScale(tf.Module):
         return self.scale_var if self.enabled else tf.constant(1.0)
 
     def apply(self, optimizer, scaled_grads, variables):
-        """Apply the unscaled gradients, or skip them; returns whether they were applied."""
+        """Apply the unscaled gradients, or skip them; returns whether they were applied.
+
+        With several replicas the decision is taken once, in cross-replica context, from every
+        replica's gradients: one replica's overflow skips the update on all (the optimizer
+        sums the replicas' gradients), and the branch that applies them may call the
+        optimizer's merge_call, which a conditional in replica context cannot."""
         if not self.enabled:
             optimizer.apply_gradients(zip(scaled_grads, variables))
             return tf.constant(True)
         grads = [tf.cast(g, tf.float32) / self.scale_var for g in scaled_grads]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+        replica_context = tf.distribute.get_replica_context()
+        if replica_context is None or replica_context.num_replicas_in_sync == 1:
+            return self._apply_or_skip(_all_finite(grads),
+                                       lambda: optimizer.apply_gradients(zip(grads, variables)))
 
+        def cross_replica(strategy, grads):
+            finite = tf.reduce_all(strategy.experimental_local_results(
+                strategy.extended.call_for_each_replica(_all_finite, args=(grads,))))
+            return self._apply_or_skip(finite, lambda: strategy.extended.call_for_each_replica(
+                lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,)))
+        return replica_context.merge_call(cross_replica, args=(grads,))
+
+    def _apply_or_skip(self, finite, apply_gradients):
         def apply_and_maybe_grow():
-            optimizer.apply_gradients(zip(grads, variables))
+            apply_gradients()
             grow = self.finite_steps + 1 >= self.growth_interval
             self.scale_var.assign(tf.where(grow, self.scale_var * 2.0, self.scale_var))
             self.finite_steps.assign(tf.where(grow, tf.constant(0, tf.int64),
@@ -97,6 +113,10 @@ class DynamicLossScale(tf.Module):
             return tf.constant(False)
 
         return tf.cond(finite, apply_and_maybe_grow, skip_and_shrink)
+
+
+def _all_finite(tensors):
+    return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
 
 
 def use_xla(jit):
@@ -153,9 +173,6 @@ class LadaGAN(tf.Module):
         self.conf = conf
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_replicas = self.strategy.num_replicas_in_sync
-        if self.num_replicas > 1 and conf.precision == 'mixed_float16':
-            raise UserError('precision=mixed_float16 is supported on one device only; '
-                                  'use mixed_bfloat16 (no loss scaling needed) with several')
         self.generator = generator
         self.discriminator = discriminator
         with self.strategy.scope():
@@ -327,11 +344,17 @@ class LadaGAN(tf.Module):
         if not self.loss_scaling:
             return {}
         skipped = tf.logical_not(tf.logical_and(d_applied, g_applied))
-        self.skipped_steps.assign_add(tf.cast(skipped, tf.int64))
         return dict(step_skipped=tf.cast(skipped, tf.float32),
-                    skipped_steps=tf.cast(self.skipped_steps, tf.float32),
                     d_loss_scale=tf.identity(self.d_loss_scale.scale_var),
                     g_loss_scale=tf.identity(self.g_loss_scale.scale_var))
+
+    def _count_skipped(self, metrics):
+        """Add a skipped step to skipped_steps (in cross-replica context: every replica took
+        the same decision) and report the count."""
+        if self.loss_scaling:
+            self.skipped_steps.assign_add(tf.cast(metrics['step_skipped'] > 0, tf.int64))
+            metrics['skipped_steps'] = tf.cast(self.skipped_steps, tf.float32)
+        return metrics
 
     def _update_ema_and_count(self, global_batch_size):
         """EMA over all generator weights, batch-norm statistics included (cross-replica)."""
@@ -345,7 +368,7 @@ class LadaGAN(tf.Module):
         real_images = tf.convert_to_tensor(real_images, tf.float32)
         metrics = self._update(real_images, d_noise, g_noise, with_r1)
         self._update_ema_and_count(tf.shape(real_images)[0])
-        return metrics
+        return self._count_skipped(metrics)
 
     def _distributed_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
         per_replica = self.strategy.run(self._update,
@@ -355,7 +378,7 @@ class LadaGAN(tf.Module):
         local_batch = self.strategy.run(lambda images: tf.shape(images)[0], (real_images,))
         self._update_ema_and_count(
             self.strategy.reduce(tf.distribute.ReduceOp.SUM, local_batch, axis=None))
-        return metrics
+        return self._count_skipped(metrics)
 
     def distribute(self, global_tensor):
         """Split a global batch (or noise) into per-replica shards along axis 0."""

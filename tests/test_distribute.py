@@ -32,12 +32,15 @@ def _run_script(*args):
     return result.stdout
 
 
+MIRRORED_CASES = ('float32:1', 'float32:4', 'mixed_bfloat16:1', 'mixed_float16:1:256')
+
+
 @pytest.fixture(scope='module')
 def mirrored_reports():
-    """{r1_interval: report} of tests/scripts/mirrored_step.py, one process for both intervals:
-    logical devices must be set before TensorFlow initialises, so not in this process."""
-    return json.loads(_run_script(os.path.join(SCRIPTS, 'mirrored_step.py'), 'float32',
-                                  '1,4').splitlines()[-1])
+    """{case: report} of tests/scripts/mirrored_step.py, one process for all cases: logical
+    devices must be set before TensorFlow initialises, so not in this process."""
+    return json.loads(_run_script(os.path.join(SCRIPTS, 'mirrored_step.py'),
+                                  *MIRRORED_CASES).splitlines()[-1])
 
 
 # Both intervals read one module fixture: one test process for both, or xdist runs it twice.
@@ -47,7 +50,7 @@ def mirrored_reports():
 def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_reports):
     # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm; with
     # lazy R1, the update that takes the penalty (weighted by 4) on both.
-    report = mirrored_reports[str(r1_interval)]
+    report = mirrored_reports[f'float32:{r1_interval}']
     assert report['metrics']['gp'] > 0
     assert report['replicas'] == 2
     assert report['n_images'] == [8, 8]
@@ -58,6 +61,24 @@ def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_repor
     assert report['fraction_within_1e-4'] > 0.999, report
     assert report['max_element_diff'] <= 2 * 2e-4 * 1.01, report
     assert report['zero_gradient_bias_diff'] <= 2 * 2e-4 * 1.01, report
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group('mirrored_step')
+@pytest.mark.parametrize('case', ['mixed_bfloat16:1', 'mixed_float16:1:256'])
+def test_mixed_precision_mirrored_step_is_the_single_device_step(case, mirrored_reports):
+    # The float32 islands and float16 loss scaling on two replicas: the same step as on one
+    # device, to the reduced precision's rounding. Adam's first update is about lr * sign(g),
+    # so an element whose gradient is within rounding of zero may land up to 2 * lr apart.
+    report = mirrored_reports[case]
+    assert report['replicas'] == 2 and report['n_images'] == [8, 8]
+    assert report['metrics']['gp'] > 0
+    assert report['metric_diff'] < 2e-3, report
+    assert report['fraction_within_1e-4'] > 0.98, report
+    assert report['max_element_diff'] <= 2 * 2e-4 * 1.01, report
+    if case.startswith('mixed_float16'):  # applied on both, at the scale set
+        for metrics in (report['metrics'], report['mirrored_metrics']):
+            assert metrics['step_skipped'] == 0 and metrics['d_loss_scale'] == 256
 
 
 @pytest.mark.slow

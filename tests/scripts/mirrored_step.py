@@ -2,9 +2,12 @@
 two logical CPU devices, from the same weights, batch and noise; print the largest differences.
 Run as its own process: logical devices must be set before TensorFlow initialises.
 
-    python3 tests/scripts/mirrored_step.py [PRECISION [R1_INTERVALS]]   # e.g. float32 1,4
+    python3 tests/scripts/mirrored_step.py CASE ...
+    e.g. float32:1 float32:4 mixed_bfloat16:1 mixed_float16:1:256
 
-prints one JSON line {r1_interval: report} after everything else."""
+A case is PRECISION:R1_INTERVAL[:LOSS_SCALE]; LOSS_SCALE sets both float16 loss scales before
+the step (the initial 2^15 may overflow R1). Prints one JSON line {case: report} after
+everything else."""
 import json
 import os
 import sys
@@ -22,13 +25,16 @@ import model  # noqa: E402
 import gan  # noqa: E402
 
 
-def one_step(strategy, conf, weights, real, d_noise, g_noise, d_updates=0):
+def one_step(strategy, conf, weights, real, d_noise, g_noise, d_updates=0, loss_scale=None):
     with strategy.scope():
         generator, discriminator = model.build_generator(conf), model.build_discriminator(conf)
     for variable, value in zip(generator.weights + discriminator.weights, weights):
         variable.assign(value)
     ladagan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
     ladagan.d_updates.assign(d_updates)  # with lazy R1, the update that takes the penalty
+    if loss_scale and ladagan.loss_scaling:
+        ladagan.d_loss_scale.scale_var.assign(loss_scale)
+        ladagan.g_loss_scale.scale_var.assign(loss_scale)
     metrics = {k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()}
     variables = generator.weights + discriminator.weights + ladagan.ema_generator.weights
     after = {v.path: v.numpy() for v in variables}
@@ -40,12 +46,15 @@ def before_batch_norm(path):
 
 
 def main():
-    precision = sys.argv[1] if len(sys.argv) > 1 else 'float32'
-    intervals = [int(k) for k in sys.argv[2].split(',')] if len(sys.argv) > 2 else [1]
-    print(json.dumps({r1_interval: compare(precision, r1_interval) for r1_interval in intervals}))
+    reports = {}
+    for case in sys.argv[1:] or ['float32:1']:
+        precision, r1_interval, *loss_scale = case.split(':')
+        reports[case] = compare(precision, int(r1_interval),
+                                float(loss_scale[0]) if loss_scale else None)
+    print(json.dumps(reports))
 
 
-def compare(precision, r1_interval):
+def compare(precision, r1_interval, loss_scale=None):
     tf.keras.utils.set_random_seed(0)
     # Enough BN work to matter: the test preset has batch norm in D's encoder and G's decoder.
     conf = config.make_config('tiny', img_size=64, d_enc_dim=[8, 16, 32], dec_dim=[16],
@@ -57,10 +66,10 @@ def compare(precision, r1_interval):
     reference = model.build_generator(conf), model.build_discriminator(conf)
     weights = [v.numpy() for v in reference[0].weights + reference[1].weights]
     single = one_step(tf.distribute.OneDeviceStrategy('/cpu:0'), conf, weights, real, d_noise,
-                      g_noise, r1_interval - 1)
+                      g_noise, r1_interval - 1, loss_scale)
     mirrored_strategy = tf.distribute.MirroredStrategy(['/cpu:0', '/cpu:1'])
     mirrored = one_step(mirrored_strategy, conf, weights, real, d_noise, g_noise,
-                        r1_interval - 1)
+                        r1_interval - 1, loss_scale)
     diffs = {k: float(np.abs(single[1][k] - mirrored[1][k]).max()) for k in single[1]}
     elements = np.concatenate([np.abs(single[1][k] - mirrored[1][k]).ravel() for k in single[1]])
     return {
@@ -76,7 +85,10 @@ def compare(precision, r1_interval):
         'max_element_diff': float(elements.max()),
         'fraction_within_1e-4': float((elements <= 1e-4).mean()),
         'n_images': [single[2], mirrored[2]],
-        'metrics': single[0]}
+        # How far the step moved the weights, to read the differences against.
+        'max_update': float(max(np.abs(single[1][path] - before).max() for path, before
+                                in zip(list(single[1])[:len(weights)], weights))),
+        'metrics': single[0], 'mirrored_metrics': mirrored[0]}
 
 
 if __name__ == '__main__':
