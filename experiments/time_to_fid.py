@@ -57,12 +57,16 @@ def run_once(mode, seed, args):
     """Train one mode and seed (resuming a finished or interrupted run folder) and return its
     FID records [(images seen, training seconds, FID)]."""
     # Absolute: train.py runs from the repository, the caller may not.
-    run_dir = os.path.abspath(os.path.join(args.out, 'runs', f'{mode}_seed{seed}'))
+    run_dir = os.path.abspath(os.path.join(args.runs or os.path.join(args.out, 'runs'),
+                                           f'{mode}_seed{seed}'))
     arguments = ['--preset', 'demo', '--seed', str(seed), '--total_iter', str(args.total_iter),
                  '--fid_inter', str(args.fid_inter), '--metrics_inter', str(args.fid_inter),
                  '--set', f'n_fid_real={args.n_fid}', '--set', f'n_fid_gen={args.n_fid}']
     started = time.perf_counter()
     fids = common.train(run_dir, arguments + MODES[mode], f'{mode} seed {seed}')
+    # A run folder trained further by an earlier, longer call counts up to this horizon only.
+    horizon = args.total_iter * config.make_config('demo').batch_size
+    fids = [record for record in fids if record[0] <= horizon]
     print(f'{mode:>22} seed {seed}: FID ' + ', '.join(f'{fid:.1f}' for _, _, fid in fids)
           + f' at {fids[-1][1]:.0f} s of training ({time.perf_counter() - started:.0f} s '
           'with evaluations)', flush=True)
@@ -106,18 +110,20 @@ def summarise(results, modes):
 
 
 def _paired_differences(results, summary):
-    """Per mode, the final FID minus official's final FID of the same seed (the same initial
-    weights, noise and data order), over the seeds both ran: 'paired' (list), 'paired_mean',
-    'paired_std'; official's own 'seed_std' is the spread between seeds to compare them with."""
+    """Per mode, the final FID minus official's FID of the same seed (the same initial weights,
+    noise and data order) at the same images, over the seeds both ran: 'paired' (list),
+    'paired_mean', 'paired_std'; official's 'seed_std' is the spread between its seeds."""
     if 'official' not in summary:
         return
-    official = {seed: fids[-1][2] for (mode, seed), fids in results.items() if mode == 'official'}
-    summary['official']['seed_std'] = float(np.std(list(official.values()), ddof=1)
-                                            if len(official) > 1 else np.nan)
+    official = {seed: {images: fid for images, _, fid in fids}
+                for (mode, seed), fids in results.items() if mode == 'official'}
+    finals = [fids[-1][2] for (mode, _), fids in results.items() if mode == 'official']
+    summary['official']['seed_std'] = float(np.std(finals, ddof=1) if len(finals) > 1
+                                            else np.nan)
     for mode, row in summary.items():
-        paired = [fids[-1][2] - official[seed] for (m, seed), fids in sorted(results.items())
-                  if m == mode and seed in official and fids[-1][0] == results[
-                      ('official', seed)][-1][0]]
+        paired = [fids[-1][2] - official[seed][fids[-1][0]]
+                  for (m, seed), fids in sorted(results.items())
+                  if m == mode and fids[-1][0] in official.get(seed, {})]
         row['paired'] = paired
         row['paired_mean'] = float(np.mean(paired)) if paired else np.nan
         row['paired_std'] = float(np.std(paired, ddof=1)) if len(paired) > 1 else np.nan
@@ -185,6 +191,9 @@ def parse_args(argv=None):
                         help='real and generated images per FID (default 500, as the demo)')
     parser.add_argument('--out', default=os.path.join('runs', 'time_to_fid'),
                         help='output folder (run folders go to OUT/runs; existing ones resume)')
+    parser.add_argument('--runs', default=None,
+                        help='folder of the run folders instead of OUT/runs: a shorter call '
+                             'with other modes reads the longer runs of the modes both have')
     return common.check_arguments(parser, parser.parse_args(argv), 'mode', MODES)
 
 

@@ -296,11 +296,16 @@ def check_authors_benchmark(result, ws):
         assert np.isnan(rows[metric]['value']) and rows[metric]['note'].startswith('fails: ')
 
 
-def check_bfloat16_benchmark(result, ws):
-    rows = _rows(ws, 'bfloat16.json')
-    assert rows['tiny: train step']['value'] > 0
-    assert 'mixed_bfloat16' in rows['tiny: train step']['note']
-    assert rows['dense matmul peak (bfloat16, 2048^3, best of XLA and oneDNN)']['value'] > 0
+def check_precision_benchmark(result, ws):
+    """float32, the bfloat16 islands, none, and each island left out: a ratio to float32."""
+    rows = _rows(ws, 'precision.json')
+    variants = ['float32', 'mixed_bfloat16, float32 islands', 'mixed_bfloat16, no islands'] + [
+        f'mixed_bfloat16, islands but {island}'
+        for island in ('attention', 'norms', 'residual', 'rgb', 'logits')]
+    assert list(rows) == [f'tiny, no XLA, {variant}: train step' for variant in variants]
+    assert all(row['value'] > 0 and re.match(r'\d+\.\d\dx float32; ', row['note'])
+               for row in rows.values())
+    assert rows['tiny, no XLA, float32: train step']['note'].startswith('1.00x')
 
 
 def check_nearest(result, ws):
@@ -354,9 +359,13 @@ def check_time_to_fid(result, ws):
     out = os.path.join(ws, 'ttf')
     assert os.path.getsize(os.path.join(out, 'time_to_fid.png')) > 10000
     table = open(os.path.join(out, 'time_to_fid.md')).read()
-    assert '| `official` |' in table and '| `r1_every_4` |' in table
+    assert '| `official` |' in table and '| `bfloat16` |' in table
+    # The paired difference to official's same seed: its FID at 2 iterations minus official's.
+    paired = re.search(r'\| `bfloat16` \| ([-+]\d+\.\d) \| ([-+]\d+\.\d) \| nan \|', table)
     evaluations = _json(os.path.join(out, 'results.json'))
-    assert [run['mode'] for run in evaluations] == ['official', 'r1_every_4']
+    assert [run['mode'] for run in evaluations] == ['official', 'bfloat16']
+    final = {run['mode']: run['evaluations'][-1]['fid'] for run in evaluations}
+    assert paired and float(paired.group(1)) == round(final['bfloat16'] - final['official'], 1)
     assert all(len(run['evaluations']) == 2 for run in evaluations)
     assert all(run['cpu'] and run['cpu'] in result.stdout for run in evaluations)
 
@@ -518,7 +527,7 @@ COMMANDS = {
     'runs/ffhq_fast': Run('ffhq', check_fast_run,
                           append=f'{SHORT} --set batch_size=2 {NARROW_128}', process=True),
     'python3 experiments/time_to_fid.py': Run(
-        'time_to_fid', check_time_to_fid, append='--modes official,r1_every_4 --seeds 0 '
+        'time_to_fid', check_time_to_fid, append='--modes official,bfloat16 --seeds 0 '
         '--total_iter 2 --fid_inter 1 --n_fid 20 --out ttf'),
     # docs/finetuning.md: one fine-tuning arm, from the cifar10 workspace's run, on its images.
     'python3 experiments/finetune.py': Run(
@@ -533,9 +542,9 @@ COMMANDS = {
     'python3 benchmark.py --only train,data,memory': Run(
         'benchmark', check_quick_benchmark,
         append='--quick --presets tiny --steps 2 --profile profile_quick --json quick.json'),
-    'python3 benchmark.py --only train --presets cifar10 --jit off --precision mixed_bfloat16':
-        Run('benchmark', check_bfloat16_benchmark,
-            append='--presets tiny --steps 1 --batch_size 2 --json bfloat16.json'),
+    'python3 benchmark.py --only precision --presets cifar10 --steps 6': Run(
+        'benchmark', check_precision_benchmark,
+        append='--presets tiny --steps 1 --batch_size 2 --json precision.json'),
     # In process: benchmark.py builds and times each preset in a child process of its own.
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', check_profile, replace={'DIR': 'profile'},
