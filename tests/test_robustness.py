@@ -636,6 +636,7 @@ def float16_demo_run(tmp_path_factory):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('float16_demo')  # one run for both
 def test_a_float16_demo_run_logs_every_step_and_its_overflows_through_500_steps(
         float16_demo_run):
     run, _ = float16_demo_run
@@ -665,6 +666,7 @@ def _r1_weight_gradient(conf, discriminator_weights, real_images, scale):
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group('float16_demo')  # one run for both
 def test_float16_r1_weight_gradient_matches_float32_at_init_and_after_500_steps(
         float16_demo_run):
     """The loss scale cancels in R1's double backward: the adjoint entering D's second backward
