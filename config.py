@@ -118,7 +118,7 @@ POLICY_OPS = ('color', 'translation', 'cutout')
 FID_BACKBONES = ('standard', 'keras')
 FID_GUARDS = ('off', 'warn', 'stop', 'rollback')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
-# What each float32 island keeps in float32 under mixed precision (README, "Reduced precision").
+# What each float32 island keeps in float32 under mixed precision (docs/precision.md).
 FLOAT32_ISLANDS = {
     'attention': 'the Lada scores, their softmax over tokens and the attention-weighted sum',
     'norms': 'the LayerNorms and the self-modulation (its gamma, beta and affine)',

@@ -13,7 +13,6 @@ import tensorflow as tf
 
 import diffaug
 import model as model_lib
-from config import UserError
 
 
 def mse(a, b):
@@ -156,7 +155,7 @@ def graph_rewrites_off(active=True):
 
 
 # `train.py --fast`: what the time-to-FID experiment showed to reach the official recipe's FID
-# sooner (README, "Faster training"). Not the official recipe: the presets do not use it.
+# sooner (docs/faster-training.md). Not the official recipe: the presets do not use it.
 FAST_SETTINGS = {'r1_interval': 16}
 
 

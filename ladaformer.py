@@ -11,7 +11,7 @@ The weight names (wq, wk, wv, q_attn, to_out, norm1, mlp, ...) are the official 
 `official.load_official_checkpoint` can map the authors' variables one to one.
 
 Under a mixed precision policy the layers take `float32_islands`, the parts that still compute in
-float32 (config.FLOAT32_ISLANDS, README "Reduced precision"): 'attention' the Lada scores,
+float32 (config.FLOAT32_ISLANDS, docs/precision.md): 'attention' the Lada scores,
 softmax and attention-weighted sum; 'norms' the LayerNorms and the self-modulation; 'residual'
 the residual stream and position embeddings. Under float32 they change nothing.
 """

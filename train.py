@@ -502,7 +502,7 @@ def parse_args(argv=None):
     parser.add_argument('--fast', action='store_true',
                         help='train faster than the official recipe: '
                              + ', '.join(f'{key}={value}' for key, value in gan.FAST_SETTINGS.items())
-                             + ' (lazy R1; README, "Faster training")')
+                             + ' (lazy R1; docs/faster-training.md)')
     parser.add_argument('--report', action='store_true',
                         help='write RUN/report.html (config, FID and loss curves, samples, '
                              'attention maps, the guard\'s events) for --model_dir and exit')
