@@ -544,7 +544,8 @@ COMMANDS = {
         append='--quick --presets tiny --steps 2 --profile profile_quick --json quick.json'),
     'python3 benchmark.py --only precision --presets cifar10 --steps 6': Run(
         'benchmark', check_precision_benchmark,
-        append='--presets tiny --steps 1 --batch_size 2 --json precision.json'),
+        append='--presets tiny --steps 1 --batch_size 2 --json precision.json',
+        process=True),  # eight models: their memory leaves with the process
     # In process: benchmark.py builds and times each preset in a child process of its own.
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', check_profile, replace={'DIR': 'profile'},
