@@ -161,9 +161,10 @@ def make_attention(kind, model_dim, n_heads, initializer, name='attn', float32_i
     return ATTENTION_LAYERS[kind](model_dim, n_heads, initializer, name=name)
 
 
-def _norm_dtype(float32_islands):
-    """The dtype policy of a norm layer: float32 for the 'norms' island, else the global one."""
-    return 'float32' if 'norms' in float32_islands else None
+def island_dtype(island, float32_islands):
+    """The dtype policy of the layer that is `island`: float32 when it is one of the
+    float32_islands, else None (the global policy, which the model is built under)."""
+    return 'float32' if island in float32_islands else None
 
 
 @keras.saving.register_keras_serializable('ladagan')
@@ -267,7 +268,7 @@ class GeneratorBlock(_Block):
 
     def _make_norm(self, name):
         return SMLayerNorm(self.epsilon, self.initializer, name=name,
-                           dtype=_norm_dtype(self.float32_islands))
+                           dtype=island_dtype('norms', self.float32_islands))
 
     def build(self, input_shape):
         x_shape, _ = input_shape
@@ -291,7 +292,7 @@ class DiscriminatorBlock(_Block):
 
     def _make_norm(self, name):
         return layers.LayerNormalization(epsilon=self.epsilon, name=name,
-                                         dtype=_norm_dtype(self.float32_islands))
+                                         dtype=island_dtype('norms', self.float32_islands))
 
     def build(self, input_shape):
         for sub in (self.norm1, self.attn, self.norm2, self.mlp):

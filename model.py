@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import layers
 
 import config as config_lib
-from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding
+from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding, island_dtype
 
 
 
@@ -29,10 +29,6 @@ def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding=
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
                          kernel_initializer=initializer, name=name, dtype=dtype)
 
-
-def _island_dtype(island, float32_islands):
-    """dtype='float32' for a layer that is one of the float32 islands, else the global policy."""
-    return 'float32' if island in float32_islands else None
 
 
 def _batch_norm(name):
@@ -99,7 +95,7 @@ class Generator(keras.Model):
         d0, d1, d2 = self.model_dim
         self.init = layers.Dense(64 * d0, use_bias=False, kernel_initializer=initializer,
                                  name='init')
-        residual = _island_dtype('residual', islands)
+        residual = island_dtype('residual', islands)
         self.pos_emb_8 = PositionEmbedding(64, d0, initializer, name='pos_emb_8', dtype=residual)
         self.block_8 = GeneratorBlock(d0, heads[0], mlp_dim[0], initializer, attention,
                                       float32_islands=islands, name='block_8')
@@ -120,7 +116,7 @@ class Generator(keras.Model):
             setattr(self, f'dec_bn_{i}', _batch_norm(f'dec_bn_{i}'))
         self.patch_size = 1 if self.dec_dim else img_size // 32
         # The 'rgb' island: bfloat16's spacing near 1 is 2^-7, one 8-bit level of a saved image.
-        self.ch_conv = _conv(3, 3, initializer, 'ch_conv', dtype=_island_dtype('rgb', islands))
+        self.ch_conv = _conv(3, 3, initializer, 'ch_conv', dtype=island_dtype('rgb', islands))
         self.build((None, noise_dim))
 
     @property
@@ -230,14 +226,14 @@ class Discriminator(keras.Model):
             setattr(self, f'down_block_{i}', DownBlock(filters, initializer,
                                                        name=f'down_block_{i}'))
         self.pos_emb_8 = PositionEmbedding(256, enc_dim[-1], initializer, name='pos_emb_8',
-                                           dtype=_island_dtype('residual', float32_islands))
+                                           dtype=island_dtype('residual', float32_islands))
         self.block_8 = DiscriminatorBlock(enc_dim[-1], heads, mlp_dim, initializer, attention,
                                           float32_islands=float32_islands, name='block_8')
         self.conv_4 = _conv(out_dim[0], 3, initializer, 'conv_4')
         self.out_conv1 = _conv(out_dim[1], 1, initializer, 'out_conv1', use_bias=False)
         # The 'logits' island: the last 4x4 conv to one channel, 25 logits per image.
         self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid',
-                               dtype=_island_dtype('logits', float32_islands))
+                               dtype=island_dtype('logits', float32_islands))
         self.build((None, img_size, img_size, 3))
 
     @property
