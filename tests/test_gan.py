@@ -1,5 +1,7 @@
 """gan.py: the training step reproduces the official one; losses, R1, bCR and the EMA."""
+import gc
 import os
+import weakref
 
 import numpy as np
 import pytest
@@ -132,6 +134,29 @@ def test_given_noise_makes_the_step_reproducible():
         ladagan = _tiny_gan(policy='')
         results.append({k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()})
     assert results[0] == results[1]
+
+
+def _step_graphs():
+    """Weak references to the traced single-device steps alive in this process."""
+    gc.collect()
+    return [weakref.ref(graph) for graph in gc.get_objects()
+            if isinstance(graph, tf.Graph) and getattr(graph, 'name', None) == '_single_device_step']
+
+
+@pytest.mark.slow
+def test_a_traced_step_is_freed_with_its_ladagan():
+    # Keras's all_reduce (optimizers, synchronized BatchNorm) registers custom gradients in
+    # TensorFlow's process-wide registry, which held every traced step (190 MB for tiny) for
+    # good: a notebook, an experiment or this suite building LadaGANs one after another grew
+    # without end. gan.forget_custom_gradients releases them after each trace.
+    before = {id(ref()) for ref in _step_graphs()}
+    ladagan = _tiny_gan(jit=False)
+    ladagan.train_step(tf.random.uniform([4, 32, 32, 3], -1, 1))
+    ours = [ref for ref in _step_graphs() if id(ref()) not in before]
+    assert len(ours) == 1 and len(ours[0]().get_operations()) > 1000
+    del ladagan
+    gc.collect()
+    assert ours[0]() is None, 'the traced step outlived its LadaGAN'
 
 
 
