@@ -624,8 +624,7 @@ def test_a_float16_run_survives_its_overflow_steps(tmp_path, dataset, capsys):
 def float16_demo_run(tmp_path_factory):
     """The demo model trained 500 steps in float16 through train.py (XLA, every step logged)
     on 96 rendered OpenMoji emoji; batch 4 instead of 32, for a CPU test's time. A process of
-    its own: its compiled float16 step would otherwise stay in the test process's memory, and
-    two test processes near 12 GB each leave no room for the subprocesses of other tests."""
+    its own, as a user runs train.py."""
     from conftest import render_emoji_images
     root = tmp_path_factory.mktemp('float16_demo')
     images = render_emoji_images(str(root / 'emoji'), 96, size=32)
@@ -693,14 +692,16 @@ def test_float16_r1_weight_gradient_matches_float32_at_init_and_after_500_steps(
     loss_scale = gan.DynamicLossScale(enabled=True)
     tf.train.Checkpoint(discriminator=trained, d_loss_scale=loss_scale).restore(
         _latest(os.path.join(run, 'training-checkpoints'))[0]).expect_partial()
-    scale = 2.0 ** 15
-    while not np.all(np.isfinite(_r1_weight_gradient(conf16, initial, reals, scale))):
+    scale = 2.0 ** 15  # float16's R1 takes about 12 s on a CPU: the search's last one is kept
+    while not np.all(np.isfinite(init_half := _r1_weight_gradient(conf16, initial, reals, scale))):
         scale /= 2
-    cases = {'init': (initial, scale),
-             'after 500 steps': ([w.numpy() for w in trained.weights], float(loss_scale.scale_var.numpy()))}
-    for name, (weights, scale) in cases.items():
+    trained_scale = float(loss_scale.scale_var.numpy())
+    trained_weights = [w.numpy() for w in trained.weights]
+    cases = {'init': (initial, scale, init_half),
+             'after 500 steps': (trained_weights, trained_scale,
+                                 _r1_weight_gradient(conf16, trained_weights, reals, trained_scale))}
+    for name, (weights, scale, half) in cases.items():
         reference = _r1_weight_gradient(conf32, weights, reals, 1.0)
-        half = _r1_weight_gradient(conf16, weights, reals, scale)
         error = np.linalg.norm(half - reference) / np.linalg.norm(reference)
         print(f'{name}: loss scale {scale:g}, |R1 grad| {np.linalg.norm(reference):.3g}, '
               f'float16 relative error {error:.4f}')
