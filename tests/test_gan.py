@@ -146,11 +146,12 @@ def _step_graphs():
 @pytest.mark.slow
 def test_a_traced_step_is_freed_with_its_ladagan():
     # Keras's all_reduce (optimizers, synchronized BatchNorm) registers custom gradients in
-    # TensorFlow's process-wide registry, which held every traced step (190 MB for tiny) for
+    # TensorFlow's process-wide registry, which held every traced step (190 MB for tiny's) for
     # good: a notebook, an experiment or this suite building LadaGANs one after another grew
     # without end. gan.forget_custom_gradients releases them after each trace.
     before = {id(ref()) for ref in _step_graphs()}
-    ladagan = _tiny_gan(jit=False)
+    conf = config.make_config('demo', batch_size=4, jit=False)  # the model users train first
+    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
     ladagan.train_step(tf.random.uniform([4, 32, 32, 3], -1, 1))
     ours = [ref for ref in _step_graphs() if id(ref()) not in before]
     assert len(ours) == 1 and len(ours[0]().get_operations()) > 1000
