@@ -86,9 +86,9 @@ def _fids(run):
 
 
 # A learning rate 250 times the official one makes the tiny GAN diverge on these images: its
-# FID, 332 after 2 steps, is 428 after 4 and stays near 620 from then on (measured with seed 7,
-# every 2 steps: 332, 428, 623, 626, 623, 592, 617, 627; seeds 1 to 6 rose less or not at all).
-# The guard's factor is set below that rise.
+# FID rises by half or more within 16 steps (seed 7, every 2 steps; on an AMD EPYC 349, 354, 531,
+# 652; on an Intel Xeon, under an earlier data order, 332, 428, 623). Where it rises differs
+# between CPUs, so the tests below check the guard's rule on the FIDs the run logged.
 FACTOR = 1.15
 DIVERGING = ['--preset', 'tiny', '--set', 'g_lr=0.05', '--set', 'd_lr=0.05',
              '--set', 'ema_decay=0.0', '--set', 'n_fid_real=24', '--set', 'n_fid_gen=24',
@@ -106,21 +106,55 @@ def _run(tmp_path, images, *extra):
     return run, DIVERGING + ['--file_pattern', images, '--model_dir', run] + list(extra)
 
 
+@pytest.fixture(scope='module')
+def stopped_run(tmp_path_factory, images):
+    """The diverging run with fid_guard=stop (patience 2), in this process: (run folder, exit
+    code, its error lines, its FIDs)."""
+    import contextlib
+    import io
+    run, args = _run(tmp_path_factory.mktemp('stopped'), images, '--total_iter', '16', '--set',
+                     'fid_guard=stop')
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        code = train.main(args)
+    return run, code, err.getvalue().strip().splitlines(), _fids(run)
+
+
 @pytest.mark.slow
-def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(tmp_path, images, capsys, fid_weights):
-    run, args = _run(tmp_path, images, '--total_iter', '12', '--set', 'fid_guard=stop')
-    assert train.main(args) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    fids = _fids(run)
-    best_images = min(fids, key=lambda item: item[1])[0]
+@pytest.mark.xdist_group('guard_stopped_run')
+def test_a_diverging_run_is_stopped_and_its_best_checkpoint_kept(stopped_run, fid_weights):
+    run, code, err, fids = stopped_run
+    assert code == 1
     assert err[-1].startswith('error: Training diverged: FID ') and err[-1].endswith(
         'the best checkpoint is kept; resume with lower g_lr and d_lr in a new --model_dir, or '
         'with --set fid_guard=rollback.'), err
-    assert len(fids) == 3 and best_images == fids[0][0]
-    assert fids[-1][1] > FACTOR * fids[0][1] and fids[-2][1] > FACTOR * fids[0][1]  # diverged
+    # Stopped at the first evaluation that made two in a row above FACTOR times the best.
+    values = [fid for _, fid in fids]
+    assert _decisions(values, fid_guard='stop', fid_guard_factor=FACTOR)[-1] == 'stop'
+    assert _decisions(values[:-1], fid_guard='stop', fid_guard_factor=FACTOR).count('stop') == 0
+    best_images = min(fids, key=lambda item: item[1])[0]
+    assert values[-1] > FACTOR * min(values) and values[-2] > FACTOR * min(values)  # diverged
     assert sorted(os.listdir(os.path.join(run, 'best-training-checkpoints'))) == [
         'checkpoint', f'ckpt-{best_images}.data-00000-of-00001', f'ckpt-{best_images}.index']
     assert [event['action'] for event in _events(run)] == ['stop']
+
+
+@pytest.mark.slow
+@pytest.mark.xdist_group('guard_stopped_run')
+def test_a_resumed_run_keeps_the_guards_counters(tmp_path, images, stopped_run, capsys,
+                                                 fid_weights):
+    """The same run stopped one evaluation before the guard's stop, with one diverging FID
+    counted, then resumed: the resumed run stops at the same evaluation, which only the counter
+    restored from the checkpoint makes the second in a row."""
+    _, _, _, fids = stopped_run
+    run, args = _run(tmp_path, images, '--set', 'fid_guard=stop')
+    before_stop = fids[-2][0] // config.make_config('tiny').batch_size
+    assert train.main(args + ['--total_iter', str(before_stop)]) == 0
+    assert _fids(run) == fids[:-1]
+    capsys.readouterr()
+    assert train.main(args + ['--total_iter', '16']) == 1
+    assert _fids(run) == fids  # without the counters from the checkpoint it would go on
+    assert ', 2 evaluation(s) in a row' in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -179,18 +213,3 @@ def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys, f
     assert len(fids) == best + 3  # the best, then two evaluations without a better one
     assert [event['action'] for event in _events(run)] == ['finish']
     assert 'Early stop: no better FID than' in capsys.readouterr().out
-
-
-@pytest.mark.slow
-def test_a_resumed_run_keeps_the_guards_counters(tmp_path, images, capsys, fid_weights):
-    # Patience 3: the first run ends after 2 diverging evaluations; resumed, the third stops it.
-    run, args = _run(tmp_path, images, '--set', 'fid_guard=stop', '--set',
-                     'fid_guard_patience=3')
-    first = args + ['--total_iter', '6']
-    assert train.main(first) == 0
-    fids = [fid for _, fid in _fids(run)]
-    assert fids[1] > FACTOR * fids[0] and fids[2] > FACTOR * fids[0]
-    capsys.readouterr()
-    assert train.main(args + ['--total_iter', '8']) == 1
-    assert len(_fids(run)) == 4  # without the counters from the checkpoint it would go on
-    assert ', 3 evaluation(s) in a row' in capsys.readouterr().err
