@@ -32,7 +32,9 @@ def _run_script(*args):
     return result.stdout
 
 
-MIRRORED_CASES = ('float32:1', 'float32:4', 'mixed_bfloat16:1', 'mixed_float16:1:256')
+# Lazy R1 on two replicas rides with bfloat16 (the update that takes the penalty, weighted by 4):
+# one case fewer to trace (each is about 45 s of the suite).
+MIRRORED_CASES = ('float32:1', 'mixed_bfloat16:4', 'mixed_float16:1:256')
 
 
 @pytest.fixture(scope='module')
@@ -43,14 +45,12 @@ def mirrored_reports():
                                   *MIRRORED_CASES).splitlines()[-1])
 
 
-# Both intervals read one module fixture: one test process for both, or xdist runs it twice.
+# The tests read one module fixture: one test process for all, or xdist runs it twice.
 @pytest.mark.slow
 @pytest.mark.xdist_group('mirrored_step')
-@pytest.mark.parametrize('r1_interval', [1, 4])
-def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_reports):
-    # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm; with
-    # lazy R1, the update that takes the penalty (weighted by 4) on both.
-    report = mirrored_reports[f'float32:{r1_interval}']
+def test_mirrored_step_equals_the_single_device_step(mirrored_reports):
+    # Two logical CPU devices, global batch 8 (4 per replica), synchronised batch norm.
+    report = mirrored_reports['float32:1']
     assert report['metrics']['gp'] > 0
     assert report['replicas'] == 2
     assert report['n_images'] == [8, 8]
@@ -65,10 +65,11 @@ def test_mirrored_step_equals_the_single_device_step(r1_interval, mirrored_repor
 
 @pytest.mark.slow
 @pytest.mark.xdist_group('mirrored_step')
-@pytest.mark.parametrize('case', ['mixed_bfloat16:1', 'mixed_float16:1:256'])
+@pytest.mark.parametrize('case', ['mixed_bfloat16:4', 'mixed_float16:1:256'])
 def test_mixed_precision_mirrored_step_is_the_single_device_step(case, mirrored_reports):
     # The float32 islands and float16 loss scaling on two replicas: the same step as on one
-    # device, to the reduced precision's rounding. Adam's first update is about lr * sign(g),
+    # device, to the reduced precision's rounding; in bfloat16 with lazy R1, the update that
+    # takes the penalty (weighted by 4) on both. Adam's first update is about lr * sign(g),
     # so an element whose gradient is within rounding of zero may land up to 2 * lr apart.
     report = mirrored_reports[case]
     assert report['replicas'] == 2 and report['n_images'] == [8, 8]

@@ -3,7 +3,7 @@ two logical CPU devices, from the same weights, batch and noise; print the large
 Run as its own process: logical devices must be set before TensorFlow initialises.
 
     python3 tests/scripts/mirrored_step.py CASE ...
-    e.g. float32:1 float32:4 mixed_bfloat16:1 mixed_float16:1:256
+    e.g. float32:1 mixed_bfloat16:4 mixed_float16:1:256
 
 A case is PRECISION:R1_INTERVAL[:LOSS_SCALE]; LOSS_SCALE sets both float16 loss scales before
 the step (the initial 2^15 may overflow R1). Prints one JSON line {case: report} after
