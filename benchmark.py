@@ -457,29 +457,9 @@ def _child(spec):
 
 @section('data')
 def bench_data(args):
-    """Input pipeline images/s (OpenMoji PNGs): decoded once into memory vs decoded every epoch."""
-    import contextlib
-    import io
-    import data
-    import openmoji
-    rows = []
-    batches = 10 if args.quick else 60
-    for img_size in (32, 128):
-        # Some emoji rendered at the size; more batches than one epoch, so reshuffles are timed.
-        folder = openmoji.openmoji_dataset(img_size, limit=256 if args.quick else 1024)
-        for label, cache_limit in (('in memory', None), ('decoded every epoch', 0)):
-            with contextlib.redirect_stdout(io.StringIO()):  # the dataset's size line
-                dataset = data.make_train_dataset(folder, img_size, args.batch_size, seed=0,
-                                                   cache_limit_bytes=cache_limit)
-            iterator = iter(dataset)
-            next(iterator)  # start-up: listing, the in-memory decode, first prefetch
-            start = time.perf_counter()
-            for _ in range(batches):
-                next(iterator)
-            rows.append(row(f'input pipeline, {img_size} px, {label}',
-                            batches * args.batch_size / (time.perf_counter() - start), 'img/s',
-                            f'batch {args.batch_size}'))
-    return rows
+    """Preparing, starting and streaming a 70,000-image set at 128 px (benchmark_data.py)."""
+    import benchmark_data
+    return benchmark_data.run(args, row)
 
 
 @section('generate')

@@ -8,7 +8,7 @@ import os
 
 import tensorflow as tf
 
-import data
+import batches
 from config import UserError
 
 
@@ -59,29 +59,30 @@ def is_chief(strategy):
                                              and resolver.task_id == 0)
 
 
-def make_distributed_dataset(strategy, file_pattern, conf):
-    """A function start_batch -> the run's batches from its step `start_batch` on, the global
-    batch split over replicas; with several workers each reads its own shard. Images are
-    decoded once: a restore that rewinds the run asks again with its step, for nothing more."""
+def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
+    """A function start_batch -> the run's uint8 batches from its step `start_batch` on, the
+    global batch split over replicas; with several workers each reads its own shard. The images
+    are opened once (batches.TrainingImages): a restore that rewinds the run asks again with its
+    step, for nothing more. cache=False decodes image files into memory instead of the cache."""
     if strategy.num_replicas_in_sync == 1:
-        images = data.TrainingImages(file_pattern, conf.img_size, conf.batch_size,
-                                     center_crop=conf.center_crop, seed=conf.seed,
-                                     mirror=conf.mirror)
+        images = batches.TrainingImages(file_pattern, conf.img_size, conf.batch_size,
+                                        center_crop=conf.center_crop, seed=conf.seed,
+                                        mirror=conf.mirror, cache=cache)
         return images.dataset
     if conf.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f'batch_size={conf.batch_size} must be divisible by the '
                               f'{strategy.num_replicas_in_sync} replicas')
-    shards = {}  # input pipeline -> its TrainingImages, decoded on the first call
+    shards = {}  # input pipeline -> its TrainingImages, opened on the first call
 
     def make(start_batch):
         def dataset_fn(context):
             if context.input_pipeline_id not in shards:
-                shards[context.input_pipeline_id] = data.TrainingImages(
+                shards[context.input_pipeline_id] = batches.TrainingImages(
                     file_pattern, conf.img_size,
                     context.get_per_replica_batch_size(conf.batch_size),
                     center_crop=conf.center_crop, seed=conf.seed, mirror=conf.mirror,
                     num_shards=context.num_input_pipelines,
-                    shard_index=context.input_pipeline_id)
+                    shard_index=context.input_pipeline_id, cache=cache)
             # A pipeline feeding several replicas hands out one per-replica batch each per step.
             per_step = context.num_replicas_in_sync // context.num_input_pipelines
             return shards[context.input_pipeline_id].dataset(start_batch * per_step)

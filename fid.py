@@ -4,6 +4,7 @@ generators, with reference statistics cached once per dataset.
     python fid.py PATH_A PATH_B [--kid] [--prdc] [--backbone standard|keras]   # folders, globs, .npz
     python fid.py PATH_A --save_stats OUT.npz                          # statistics of PATH_A
     python fid.py --model_dir RUN [--num 50000] [PATH_A]               # a run's EMA generator
+                                  # (against a prepared set's statistics, prepare.py --stats)
 
 In training (FIDEvaluator, built by `training_evaluator`):
 
@@ -36,6 +37,7 @@ import tensorflow as tf
 import checkpoints
 import data
 import knn_metrics
+import store
 from config import UserError
 from config import cache_dir as ladagan_cache_dir
 from inception import (BACKBONES, extract_file_features, extract_sample_features,
@@ -261,6 +263,16 @@ def reference_statistics(files, extractor, img_size=None, center_crop=False, bat
 # ---------------------------------------------------------------------------
 
 
+def check_fid_images(pattern_or_dir, n_fid_real, option):
+    """Raise UserError unless `pattern_or_dir` (given as `option`, e.g. '--eval_dir') holds at
+    least n_fid_real image files: a file count, no decoding."""
+    count = len(store.image_files(pattern_or_dir))
+    if count < n_fid_real:
+        raise UserError(f'{option} {str(pattern_or_dir)!r} holds {count} images but the '
+                        f'in-training FID needs n_fid_real={n_fid_real}; give at least that many, '
+                        f'lower it with --set n_fid_real={count}, or turn FID off with --fid_inter 0.')
+
+
 def make_sample_fn(generator, noise_dim, seed=None):
     """``sample_fn(batch_size)`` drawing images from ``generator(z, training=False)[0]``.
 
@@ -317,7 +329,7 @@ class FIDEvaluator:
             raise UserError(f'batch_size is {batch_size}; it must be at least 1.')
         if img_size is None or int(img_size) < 1:
             raise UserError(f'img_size is {img_size}; it must be a positive integer.')
-        self.real_files = data.select_files(data.list_image_files(real_source), n_real, seed)
+        self.real_files = data.select_files(store.image_files(real_source), n_real, seed)
         self.n_real = len(self.real_files)
         self.n_gen = self.n_real if n_gen is None else int(n_gen)
         if self.n_gen < 2:
@@ -390,17 +402,7 @@ def _source_statistics(source, args, extractor, need_features, cached):
     """{'mu', 'sigma'[, 'features']} of a folder/glob (through the reference cache when
     `cached`) or of an .npz statistics file."""
     if str(source).endswith('.npz'):
-        if not os.path.isfile(source):
-            raise UserError(f'Statistics file {source!r} does not exist.')
-        statistics = load_statistics(source)
-        saved_backbone = str(statistics['backbone']) if 'backbone' in statistics else args.backbone
-        if saved_backbone != args.backbone:
-            raise UserError(f'Statistics file {source!r} was made with --backbone {saved_backbone}, '
-                           f'not {args.backbone}; pass --backbone {saved_backbone} or recompute it.')
-        if need_features and 'features' not in statistics:
-            raise UserError(f'Statistics file {source!r} has no features, which --kid and '
-                            '--prdc need; write it with --save_stats together with --kid.')
-        return statistics
+        return _statistics_file(source, args, need_features)
     paths = data.select_files(data.list_image_files(source), args.num)
     if cached:
         return reference_statistics(paths, extractor, args.img_size, batch_size=args.batch_size,
@@ -419,14 +421,57 @@ def _print_scores(result):
             print(f'{name}: {result[name]:.6f}')
 
 
+# Statistics files not written by this project carry no 'backbone' entry (TTUR, clean-fid).
+FOREIGN_STATISTICS = ('{path} was not written by this project: TTUR computed its statistics '
+                      "from images resized inside its TensorFlow graph (bilinear), clean-fid's "
+                      "from PIL's bicubic resize, this project's with pytorch-fid's resize; the "
+                      'difference shifts FID, so compare only numbers computed the same way')
+
+
+def _statistics_file(path, args, need_features):
+    """{'mu', 'sigma'[, 'features']} of an .npz statistics file, checked against --backbone
+    and what is asked of it; the caveat printed when another tool (TTUR, clean-fid) wrote it."""
+    if not os.path.isfile(path):
+        raise UserError(f'Statistics file {path!r} does not exist.')
+    statistics = load_statistics(path)
+    if 'backbone' not in statistics:
+        print('note: ' + FOREIGN_STATISTICS.format(path=path))
+    elif str(statistics['backbone']) != args.backbone:
+        raise UserError(f'Statistics file {path!r} was made with --backbone '
+                        f'{statistics["backbone"]}, not {args.backbone}; pass --backbone '
+                        f'{statistics["backbone"]} or recompute it.')
+    if need_features and 'features' not in statistics:
+        raise UserError(f'Statistics file {path!r} has no features, which --kid and --prdc '
+                        'need; write it with --save_stats together with --kid, or give the '
+                        'real images instead.')
+    return statistics
+
+
 def _evaluate_run(args):
-    """FID of a training run's EMA generator against its reference (paper protocol: 50k samples)."""
+    """FID of a training run's EMA generator (paper protocol: 50,000 images) against the
+    reference it recorded (its --eval_dir, else its training images) or PATH_A: the statistics
+    of a prepared set (prepare.py --stats) or of an .npz, else up to --num images."""
     conf, generator = checkpoints.load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
     real_source = args.paths[0] if args.paths else checkpoints.fid_reference_of(
         checkpoints.recorded_options(args.model_dir, 'pass the real images as PATH_A.'),
         conf.img_size)
     num_fake = args.num or 50000
-    available = len(data.list_image_files(real_source))
+    prepared = None if args.kid or args.prdc else store.prepared_statistics(real_source)
+    sample = make_sample_fn(generator, conf.noise_dim, seed=args.seed)
+    if prepared or str(real_source).endswith('.npz'):
+        path = prepared[0] if prepared else real_source
+        what = (f'the FID statistics of {prepared[1]:,} images of the prepared set {real_source}'
+                if prepared else f'the statistics in {path}')
+        print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir} against '
+              f'{what}')
+        real = _statistics_file(path, args, args.kid or args.prdc)
+        extractor = get_feature_extractor(args.backbone, args.inception_weights,
+                                          cache_dir=args.cache_dir)
+        fake = extract_sample_features(sample, num_fake, extractor, args.batch_size,
+                                       desc='FID generated features')
+        _print_scores(scores(real, features_statistics(fake)))
+        return 0
+    available = len(store.image_files(real_source))
     print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir} against '
           f'{min(num_fake, available):,} images of {real_source}')
     evaluator = FIDEvaluator(
@@ -434,8 +479,7 @@ def _evaluate_run(args):
         n_gen=num_fake, backbone=args.backbone, batch_size=args.batch_size,
         stats_dir=_stats_dir(args), compute_kid=args.kid, inception_weights=args.inception_weights,
         center_crop=conf.center_crop, compute_prdc=args.prdc, cache_dir=args.cache_dir)
-    _print_scores(evaluator.evaluate_metrics(
-        make_sample_fn(generator, conf.noise_dim, seed=args.seed)))
+    _print_scores(evaluator.evaluate_metrics(sample))
     return 0
 
 

@@ -17,6 +17,16 @@ import diffaug
 import model as model_lib
 
 
+def as_float_images(images):
+    """Real images as the step computes with them: float32 in [-1, 1]. The input pipeline's
+    uint8 batches are scaled here, on the device, as the official code scales its inputs
+    (x / 127.5 - 1); float images (the authors' fixtures, a user's own tensors) pass as given."""
+    images = tf.convert_to_tensor(images)
+    if images.dtype == tf.uint8:
+        return tf.cast(images, tf.float32) / 127.5 - 1.0
+    return tf.cast(images, tf.float32)
+
+
 def mse(a, b):
     return tf.reduce_mean(tf.square(a - b))
 
@@ -300,7 +310,7 @@ class LadaGAN(tf.Module):
         by the replica count: the update is that of the mean over the global batch."""
         conf = self.conf
         per_replica = 1.0 / self.num_replicas
-        real_images = tf.convert_to_tensor(real_images, tf.float32)
+        real_images = as_float_images(real_images)
         batch_size = tf.shape(real_images)[0]
         d_noise = self._draw_noise(d_noise, batch_size)
         d_vars = self.d_train_vars
@@ -385,7 +395,7 @@ class LadaGAN(tf.Module):
         self.d_updates.assign_add(1)
 
     def _single_device_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
-        real_images = tf.convert_to_tensor(real_images, tf.float32)
+        real_images = as_float_images(real_images)
         metrics = self._update(real_images, d_noise, g_noise, with_r1)
         self._update_ema_and_count(tf.shape(real_images)[0])
         return self._count_skipped(metrics)
@@ -404,7 +414,9 @@ class LadaGAN(tf.Module):
         """Split a global batch (or noise) into per-replica shards along axis 0."""
         if global_tensor is None or self.num_replicas == 1:
             return global_tensor
-        global_tensor = tf.convert_to_tensor(global_tensor, tf.float32)
+        global_tensor = tf.convert_to_tensor(global_tensor)
+        if global_tensor.dtype != tf.uint8:  # uint8 images are scaled on each replica
+            global_tensor = tf.cast(global_tensor, tf.float32)
         per_replica = global_tensor.shape[0] // self.num_replicas
 
         def shard(context):

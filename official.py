@@ -286,7 +286,7 @@ def download_official_checkpoint(name, dest_dir=None, repo_id=OFFICIAL_HUB_REPO)
 def import_authors_code(code_dir):
     """(Generator, Discriminator, LadaGAN, get_loss) of the authors' TensorFlow code, from
     their checkout at `code_dir` (never copied here). Their modules share names with ours
-    (model, diffaug, fid, config): ours step out of sys.modules while theirs load, and come
+    (model, diffaug, fid, config, trainer): ours step out of sys.modules while theirs load, and come
     back after, so both can run in one process."""
     import importlib
     names = ('model', 'diffaug', 'fid', 'utils', 'config', 'trainer')

@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from config import UserError
 from config import cache_dir as ladagan_cache_dir
-from data import _check_positive_int
+from data import check_positive_int
 
 
 OPENMOJI_ATTRIBUTION = ('All emojis designed by OpenMoji - the open-source emoji and icon project. '
@@ -94,9 +94,9 @@ def openmoji_dataset(img_size, cache_dir=None, limit=None, num_workers=None):
     OpenMoji – the open-source emoji and icon project". Images generated from a model
     trained on them are adaptations under the same licence; keep the attribution.
     """
-    img_size = _check_positive_int(img_size, 'img_size')
+    img_size = check_positive_int(img_size, 'img_size')
     if limit is not None:
-        limit = _check_positive_int(limit, 'limit')
+        limit = check_positive_int(limit, 'limit')
     cache_dir = os.path.expanduser(str(cache_dir)) if cache_dir else ladagan_cache_dir()
     folder_name = f'openmoji_{img_size}' + (f'_limit{limit}' if limit else '')
     final_dir = os.path.join(cache_dir, folder_name)

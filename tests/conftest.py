@@ -55,6 +55,27 @@ def pytest_runtest_protocol(item, nextitem):
                 'peak_mb': round(_peak_resident_mb())}) + '\n')
 
 
+@pytest.fixture(scope='session', autouse=True)
+def image_cache_of_its_own(tmp_path_factory):
+    """The suite's image caches (store.py: every image folder a test trains on is decoded into
+    one) go to a folder of the suite's own, not to the user's cache; the rest of the user's
+    cache (the rendered OpenMoji demo set, FID statistics) is shared, linked in."""
+    import config
+    user_cache = config.cache_dir()
+    saved = os.environ.get('LADAGAN_CACHE_DIR')
+    folder = str(tmp_path_factory.mktemp('ladagan_cache'))
+    if os.path.isdir(user_cache):
+        for name in os.listdir(user_cache):
+            if name != 'image-cache':
+                os.symlink(os.path.join(user_cache, name), os.path.join(folder, name))
+    os.environ['LADAGAN_CACHE_DIR'] = folder
+    yield folder
+    if saved is None:
+        os.environ.pop('LADAGAN_CACHE_DIR', None)
+    else:
+        os.environ['LADAGAN_CACHE_DIR'] = saved
+
+
 def assert_same_8bit_images(actual, reference_images, atol=1e-5):
     """uint8 images `actual` are `reference_images` (float, in [-1, 1]) quantised as the
     official code saves them (data.to_uint8), pixel for pixel, except where a reference value
@@ -168,3 +189,19 @@ def fid_image_sets(tmp_path_factory):
         'emoji': render_emoji_images(str(root / 'emoji'), FID_IMAGES_PER_SET),
         'shapes': render_shape_images(str(root / 'shapes'), FID_IMAGES_PER_SET),
     }
+
+
+def write_webp_lmdb(folder, count):
+    """An lmdb folder as LSUN's: one WebP image per key (hash-like keys, read in key order)."""
+    import io
+
+    import lmdb
+    env = lmdb.open(str(folder), map_size=1 << 26)
+    with env.begin(write=True) as transaction:
+        for index in range(count):
+            buffer = io.BytesIO()
+            Image.new('RGB', (40 + index, 30), (index * 20, 60, 90)).save(buffer, 'WEBP',
+                                                                          lossless=True)
+            transaction.put(f'{(index * 7919) % 1000:04x}{index}'.encode(), buffer.getvalue())
+    env.close()
+    return str(folder)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import benchmark
+import benchmark_data
 import cli
 from test_readme_commands import QUICK_BENCHMARK, run_command
 
@@ -14,9 +15,9 @@ from test_readme_commands import QUICK_BENCHMARK, run_command
 @pytest.mark.slow
 @pytest.mark.xdist_group('commands_benchmark')
 def test_quick_benchmark_with_profile(workspaces):
-    """The train (with a profile), data and memory sections on the tiny preset, both modes: the
-    documented command `python3 benchmark.py --only train,data,memory` in its quick form (one
-    run, shared with tests/test_readme_commands.py), checked by check_quick_benchmark."""
+    """The train (with a profile) and memory sections on the tiny preset, both modes: the
+    documented command `python3 benchmark.py --only train,memory` in its quick form (one run,
+    shared with tests/test_readme_commands.py), checked by check_quick_benchmark."""
     run_command(workspaces, QUICK_BENCHMARK)
 
 
@@ -47,3 +48,12 @@ def test_a_child_of_a_large_process_reports_its_own_peak_memory():
         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))), capture_output=True,
         text=True, check=True)
     assert 0 < float(child.stdout) < 256 < ballast.nbytes / 2**20, child.stdout
+
+
+def test_the_data_sections_photos_weigh_what_ffhqs_do(tmp_path):
+    """The prepare rate is measured on synthetic 1,024 px photographs; decoding dominates it, so
+    they must PNG-compress about as FFHQ's images1024x1024 do (1 to 2.5 MB a file)."""
+    from PIL import Image
+    path = str(tmp_path / 'photo.png')
+    Image.fromarray(benchmark_data._photo(1024, 0)).save(path)
+    assert 1.0e6 < os.path.getsize(path) < 2.5e6

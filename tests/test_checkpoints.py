@@ -15,6 +15,7 @@ import config
 import official
 import generate
 import train
+import trainer as trainer_lib
 from conftest import render_shape_images
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -144,7 +145,8 @@ def test_a_resumed_run_takes_every_network_from_its_checkpoint(old_run):
     with open(os.path.join(run, 'config.json')) as f:
         conf, _ = config.config_from_dict(json.load(f), 'config.json')
     keras.utils.set_random_seed(conf.seed)  # as train.main does before it builds the Trainer
-    trainer = train.Trainer(conf, run, {'max_ckpt_to_keep': 1}, tf.distribute.get_strategy())
+    trainer = trainer_lib.Trainer(conf, run, {'max_ckpt_to_keep': 1},
+                                  tf.distribute.get_strategy())
     trainer.restore()
     expected = {'discriminator': model.build_discriminator(conf, initialize=False),
                 'ema_generator': model.build_generator(conf, 'ema_generator', initialize=False)}

@@ -241,6 +241,19 @@ def test_cli_model_dir_scores_the_run_against_its_recorded_reference(tmp_path, c
     assert f'FID of 12 images of the EMA generator of {run} against 12 images of {eval_data}' in out
     value = float(out[-1].split()[1])
     assert out[-1].startswith('FID: ') and np.isfinite(value) and value > 0
+    # The same 12 reference images' statistics in TTUR's format (mu and sigma, nothing else):
+    # the same FID, and a caveat about how other tools resize.
+    assert fid.main([eval_data, '--num', '12', '--save_stats', str(tmp_path / 'ours.npz'),
+                     '--inception_weights', fid_weights]) == 0
+    with np.load(tmp_path / 'ours.npz') as ours:
+        np.savez(tmp_path / 'ttur.npz', mu=ours['mu'], sigma=ours['sigma'])
+    capsys.readouterr()
+    assert fid.main(['--model_dir', run, '--num', '12', str(tmp_path / 'ttur.npz'),
+                     '--inception_weights', fid_weights]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].endswith(f'against the statistics in {tmp_path / "ttur.npz"}')
+    assert out[1].startswith(f'note: {tmp_path / "ttur.npz"} was not written by this project')
+    assert float(out[-1].split()[1]) == value
     assert fid.main(['--model_dir', str(tmp_path / 'no_such_run')]) == 2
     assert capsys.readouterr().err.strip() == (
         f'error: {tmp_path}/no_such_run is not a LadaGAN run folder: it has no config.json')

@@ -125,15 +125,23 @@ def test_bcr_step_adds_a_consistency_loss():
 
 
 @pytest.mark.slow
-def test_given_noise_makes_the_step_reproducible():
-    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=1)
+def test_given_noise_makes_the_step_reproducible_and_uint8_batches_are_the_float_ones():
+    """The input pipeline's uint8 batches, scaled inside the step (gan.as_float_images), train
+    exactly as the float images x / 127.5 - 1 that the authors' pipeline feeds."""
+    pixels = np.random.default_rng(1).integers(0, 256, [4, 32, 32, 3], np.uint8)
+    real = pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
     d_noise, g_noise = np.random.default_rng(0).standard_normal([2, 4, 128], np.float32)
     results = []
-    for _ in range(2):
+    for images in (real, pixels):
         tf.keras.utils.set_random_seed(3)
         ladagan = _tiny_gan(policy='')
-        results.append({k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()})
+        results.append({k: float(v) for k, v in ladagan.train_step(images, d_noise,
+                                                                   g_noise).items()})
+        results[-1]['weights'] = [w.numpy() for w in ladagan.generator.weights]
+    weights = [result.pop('weights') for result in results]
     assert results[0] == results[1]
+    for float_fed, uint8_fed in zip(*weights):
+        np.testing.assert_array_equal(float_fed, uint8_fed)
 
 
 def _step_graphs():

@@ -40,7 +40,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import render_shape_images
+from cifar10_archive import known_images, write_cifar10_archive
+from conftest import render_shape_images, write_webp_lmdb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OFFICIAL_TINY32 = os.path.join(ROOT, 'tests', 'fixtures', 'official', 'tiny32')
@@ -118,12 +119,41 @@ def _metrics(run):
         return [json.loads(line) for line in f]
 
 
+def check_prepared_cifar10(result, ws):
+    """The test archive (tests/cifar10_archive.py), prepared: its pixels, labels, statistics."""
+    folder = os.path.join(ws, 'data', 'cifar10')
+    images, labels = known_images(60, 1)  # the train split of write_cifar10_archive
+    names = [f'{index // 1000:05d}/img{index:08d}.png' for index in range(len(images))]
+    for index in (0, len(images) - 1):
+        np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(folder, names[index]))),
+                                      images[index])
+    dataset = _json(os.path.join(folder, 'dataset.json'))
+    assert dataset['labels'] == [[name, label] for name, label in zip(names, labels)]
+    assert dataset['class_names'][:2] == ['airplane', 'automobile']
+    meta = _json(os.path.join(folder, 'prepare.json'))
+    assert (meta['dataset'], meta['count'], meta['source']['kind']) == ('cifar10', 60, 'cifar10')
+    assert meta['stats'] == {'file': 'fid-stats.npz', 'images': 60, 'backbone': 'standard'}
+    assert f'Prepared 60 images into data/cifar10 with 10 classes' in result.stdout
+
+
+def check_prepared_dataset(dest, size, count):
+    """A paper data set's command, on the stand-ins of write_paper_downloads."""
+    def check(result, ws):
+        folder = os.path.join(ws, dest)
+        meta = _json(os.path.join(folder, 'prepare.json'))
+        assert (meta['img_size'], meta['count'], meta['stats']['images']) == (size, count, count)
+        with Image.open(os.path.join(folder, '00000', 'img00000000.png')) as image:
+            assert image.size == (size, size)
+    return check
+
+
 def check_cifar10_run(result, ws):
     run = os.path.join(ws, 'runs', 'cifar10')
     options = _json(os.path.join(run, 'run.json'))['options']
     # The run records its data, absolute, so that `train.py --model_dir RUN` finds it again.
-    assert options['file_pattern'] == os.path.join(ws, 'data', 'cifar10', 'train', '*.png')
-    assert options['eval_dir'] == os.path.join(ws, 'data', 'cifar10', 'train')
+    assert options['file_pattern'] == os.path.join(ws, 'data', 'cifar10')
+    assert options['eval_dir'] is None  # FID against the training set, as the paper's
+    assert f'read from the prepared set {os.path.join(ws, "data", "cifar10")}' in result.stdout
     assert _json(os.path.join(run, 'config.json'))['img_size'] == 32
     _checkpoint(os.path.join(run, 'best-training-checkpoints'))
     fids = [record['fid'] for record in _metrics(run) if 'fid' in record]
@@ -131,9 +161,9 @@ def check_cifar10_run(result, ws):
 
 
 def check_resume(result, ws):
-    # Only --model_dir was given: the run's own 24 images are decoded, not the demo set.
+    # Only --model_dir was given: the run's own 60 images are read, not the demo set.
     assert 'Resumed from' in result.stdout
-    assert 'Train dataset: 24 images' in result.stdout, result.stdout
+    assert 'Train dataset: 60 images' in result.stdout, result.stdout
     assert 'OpenMoji' not in result.stdout
     assert _metrics(os.path.join(ws, 'runs', 'cifar10'))[-1]['n_images'] == 3 * 16
 
@@ -220,15 +250,20 @@ def check_fid_and_kid(result, ws):
 
 
 def check_saved_statistics(result, ws):
-    with np.load(os.path.join(ws, 'cifar10_train.npz')) as stats:
+    """fid.py --save_stats of the prepared PNGs: prepare.py --stats wrote the same numbers."""
+    with np.load(os.path.join(ws, 'cifar10_train.npz')) as stats, np.load(os.path.join(
+            ws, 'data', 'cifar10', 'fid-stats.npz')) as prepared:
         assert stats['mu'].shape == (2048,) and stats['sigma'].shape == (2048, 2048)
+        np.testing.assert_array_equal(stats['mu'], prepared['mu'])
+        np.testing.assert_array_equal(stats['sigma'], prepared['sigma'])
 
 
 def check_run_fid(result, ws):
     _fid_line(result.stdout)
-    # Scored against the reference the run recorded (its --eval_dir), 16 of its images.
-    assert (f'against 16 images of {os.path.join(ws, "data", "cifar10", "train")}'
-            in result.stdout), result.stdout
+    # Scored against the reference the run recorded (its training set): the prepared
+    # statistics of all its images, the paper's protocol.
+    assert (f'against the FID statistics of 60 images of the prepared set '
+            f'{os.path.join(ws, "data", "cifar10")}' in result.stdout), result.stdout
 
 
 def check_model_table(result, ws):
@@ -251,7 +286,7 @@ def check_profile(result, ws):
 
 
 def check_quick_benchmark(result, ws):
-    """Train (with a profile), data and memory sections on the tiny preset, both modes."""
+    """Train (with a profile) and memory sections on the tiny preset, both modes."""
     rows = _rows(ws, 'quick.json')
     assert 'tiny, XLA: train step' in result.stdout  # the printed table
     assert result.stdout.startswith('CPU: ')  # every measurement names its CPU
@@ -274,9 +309,20 @@ def check_quick_benchmark(result, ws):
         assert (rows[f'tiny, {mode}, ours: train step']['value']
                 == rows[f'tiny, {mode}: train step']['value'])
     assert rows['dense matmul peak (float32, 2048^3, best of XLA and oneDNN)']['value'] > 1
-    for size in (32, 128):
-        assert rows[f'input pipeline, {size} px, in memory']['value'] > 0
-        assert rows[f'input pipeline, {size} px, decoded every epoch']['value'] > 0
+
+
+def check_data_benchmark(result, ws):
+    """Preparing, starting and streaming, in the quick form: 1,000 images at 128 px, not the
+    70,000 that docs/datasets.md reports."""
+    rows = _rows(ws, 'data.json')
+    assert result.stdout.startswith('CPU: ')
+    assert rows['prepare, 1,024 -> 128 px (lanczos), PNG in and out']['value'] > 0
+    for label in ('prepared set', 'PNG folder, image cache built'):
+        startup = rows[f'start-up to the first batch, {label}']
+        assert 0 < startup['value'] < 120 and '1,000 images at 128 px' in startup['note']
+    assert rows['first use of 1,000 PNGs: decoding into the image cache']['value'] > 0
+    streamed = rows['input pipeline, 128 px, streamed cold']
+    assert streamed['value'] > 0 and 'the disk reads the same files in sequence' in streamed['note']
 
 
 def check_grappler_benchmark(result, ws):
@@ -329,7 +375,9 @@ def check_fid_and_prdc(result, ws):
 
 def check_run_fid_and_prdc(result, ws):
     check_fid_and_prdc(result, ws)
-    check_run_fid(result, ws)
+    # PRDC needs the real images' features, which statistics do not hold: 16 of its images.
+    assert (f'against 16 images of {os.path.join(ws, "data", "cifar10")}' in result.stdout), \
+        result.stdout
 
 
 def check_report(result, ws):
@@ -463,8 +511,15 @@ COMMANDS = {
     # suite within itself); it is the whole suite minus the tests marked slow.
     'python3 -m pytest -q -m "not slow" tests': Run(
         'inner_loop', check_inner_loop, append='--collect-only -n 0', process=True),
-    "python3 train.py --preset cifar10 --file_pattern 'data/cifar10/train/*.png' --eval_dir "
-    'data/cifar10/train --model_dir runs/cifar10': Run(
+    'python3 prepare.py --dataset cifar10 --source cifar-10-python.tar.gz --dest data/cifar10 '
+    '--stats': Run('cifar10', check_prepared_cifar10),
+    'python3 prepare.py --dataset celeba_64 --source img_align_celeba --dest data/celeba_64 '
+    '--stats': Run('datasets', check_prepared_dataset('data/celeba_64', 64, 6)),
+    'python3 prepare.py --dataset ffhq_128 --source images1024x1024 --dest data/ffhq_128 '
+    '--stats': Run('datasets', check_prepared_dataset('data/ffhq_128', 128, 3)),
+    'python3 prepare.py --dataset bedroom_128 --source bedroom_train_lmdb --dest data/bedroom_128 '
+    '--stats': Run('datasets', check_prepared_dataset('data/bedroom_128', 128, 5)),
+    'python3 train.py --preset cifar10 --file_pattern data/cifar10 --model_dir runs/cifar10': Run(
         'cifar10', check_cifar10_run, append='--total_iter 2 --fid_inter 2 --set batch_size=16 '
         '--set n_fid_real=16 --set n_fid_gen=16 ' + NARROW_32),
     'python3 train.py --preset ffhq_128 --file_pattern data/ffhq --set batch_size=32 '
@@ -475,7 +530,7 @@ COMMANDS = {
     'python3 train.py --init_from runs/demo --file_pattern data/my_emoji --set freeze_d=2 '
     '--model_dir runs/my_emoji': Run(
         'cifar10', check_finetune, append='--total_iter 2 --fid_inter 0',
-        replace={'runs/demo': 'runs/cifar10', 'data/my_emoji': 'data/cifar10/train'}),
+        replace={'runs/demo': 'runs/cifar10', 'data/my_emoji': 'data/cifar10'}),
     'python3 train.py --model_dir RUN': Run(
         'cifar10', check_resume, replace={'RUN': 'runs/cifar10'}, append='--total_iter 3'),
     'python3 train.py --model_dir runs/demo --report': Run(
@@ -495,13 +550,13 @@ COMMANDS = {
     # killer ended that process.
     'python3 generate.py --model_dir runs/cifar10 --export exported/cifar10': Run(
         'cifar10', check_export, process=True),
-    'python3 fid.py data/cifar10/train out/fid50k': Run('cifar10', check_fid),
-    'python3 fid.py data/cifar10/train out/fid50k --kid': Run('cifar10', check_fid_and_kid),
-    'python3 fid.py data/cifar10/train --save_stats cifar10_train.npz': Run(
+    'python3 fid.py data/cifar10 out/fid50k': Run('cifar10', check_fid),
+    'python3 fid.py data/cifar10 out/fid50k --kid': Run('cifar10', check_fid_and_kid),
+    'python3 fid.py data/cifar10 --save_stats cifar10_train.npz': Run(
         'cifar10', check_saved_statistics),
     'python3 fid.py --model_dir runs/cifar10 --num 50000': Run(
         'cifar10', check_run_fid, replace={'50000': '16'}),
-    'python3 fid.py data/cifar10/train out/fid50k --prdc': Run('cifar10', check_fid_and_prdc),
+    'python3 fid.py data/cifar10 out/fid50k --prdc': Run('cifar10', check_fid_and_prdc),
     'python3 generate.py --pretrained ffhq_128 --seeds 0-15 --grid --outdir out/': Run(
         'pretrained', check_pretrained),
     'python3 model.py --preset NAME': Run('model', check_model_table,
@@ -532,14 +587,14 @@ COMMANDS = {
     # docs/finetuning.md: one fine-tuning arm, from the cifar10 workspace's run, on its images.
     'python3 experiments/finetune.py': Run(
         'cifar10', check_finetune_experiment, append='--source runs/cifar10 --data '
-        'data/cifar10/train --n_train 20 --arms finetune_fresh_ema --seeds 0 --total_iter 2 '
+        'data/cifar10 --n_train 20 --arms finetune_fresh_ema --seeds 0 --total_iter 2 '
         '--fid_inter 1 --n_fid_gen 16 --out ft'),
     # docs/performance.md. --authors_code sets TF_USE_LEGACY_KERAS before TensorFlow loads; the
     # cifar10 images stand in for a folder without the authors' code.
     'python3 benchmark.py --only authors,memory --authors_code DIR --steps 6': Run(
         'benchmark', check_authors_benchmark, replace={'DIR': 'data/cifar10'},
         append='--presets tiny --steps 1 --jit off --json authors.json', process=True),
-    'python3 benchmark.py --only train,data,memory': Run(
+    'python3 benchmark.py --only train,memory': Run(
         'benchmark', check_quick_benchmark,
         append='--quick --presets tiny --steps 2 --profile profile_quick --json quick.json'),
     'python3 benchmark.py --only precision --presets cifar10 --steps 6': Run(
@@ -555,6 +610,9 @@ COMMANDS = {
         append='--presets tiny --steps 3 --batch_size 4 --json grappler.json'),
     'python3 benchmark.py --only attention --quick': Run(
         'benchmark', check_attention_benchmark, append='--json bench.json', process=True),
+    # docs/datasets.md
+    'python3 benchmark.py --only data': Run('benchmark', check_data_benchmark,
+                                            append='--quick --json data.json'),
     'python3 benchmark.py --only fid': Run('benchmark_fid', check_fid_benchmark,
                                            append='--quick --json fid.json'),
     'python3 benchmark.py --only prdc': Run('benchmark', check_prdc_benchmark,
@@ -562,16 +620,34 @@ COMMANDS = {
 }
 
 # The workspaces whose commands compute FID (or Inception features): they need the weights.
-NEEDS_FID_WEIGHTS = {'cifar10', 'time_to_fid', 'benchmark_fid'}
+NEEDS_FID_WEIGHTS = {'cifar10', 'datasets', 'time_to_fid', 'benchmark_fid'}
 
 # Commands whose outcome other tests read too (tests/test_benchmark.py, tests/test_distribute.py).
-QUICK_BENCHMARK = 'python3 benchmark.py --only train,data,memory'
+QUICK_BENCHMARK = 'python3 benchmark.py --only train,memory'
 MULTIWORKER = next(command for command in COMMANDS if command.startswith('TF_CONFIG='))
 
 # Where a command's script lives; its main(argv) runs the command in process.
 SCRIPTS = {'train.py': 'train', 'generate.py': 'generate', 'fid.py': 'fid', 'model.py': 'model',
+           'prepare.py': 'prepare',
            'benchmark.py': 'benchmark', 'experiments/time_to_fid.py': 'experiments/time_to_fid.py',
            'experiments/finetune.py': 'experiments/finetune.py'}
+
+
+def write_paper_downloads(folder):
+    """Stand-ins for the paper's downloads, laid out as the real ones: img_align_celeba (JPEGs of
+    178x218), images1024x1024 (PNGs of 1,024 px in FFHQ's 1,000-image folders) and
+    bedroom_train_lmdb (LSUN's: WebP images in an lmdb)."""
+    celeba = os.path.join(folder, 'img_align_celeba')
+    os.makedirs(celeba)
+    for index in range(6):
+        Image.new('RGB', (178, 218), (index * 40, 90, 120)).save(
+            os.path.join(celeba, f'{index + 1:06d}.jpg'), quality=95)
+    ffhq = os.path.join(folder, 'images1024x1024', '00000')
+    os.makedirs(ffhq)
+    for index in range(3):
+        Image.new('RGB', (1024, 1024), (200, index * 60, 50)).save(
+            os.path.join(ffhq, f'{index:05d}.png'))
+    write_webp_lmdb(os.path.join(folder, 'bedroom_train_lmdb'), 5)
 
 
 def free_ports(count):
@@ -664,7 +740,13 @@ class Workspaces:
     def folder(self, name):
         folder = os.path.join(self.root, name)
         if not os.path.isdir(folder):
-            render_shape_images(os.path.join(folder, 'data', 'cifar10', 'train'), 24, size=32)
+            if name == 'cifar10':  # prepared from the test archive by the first command
+                os.makedirs(folder)
+                write_cifar10_archive(os.path.join(folder, 'cifar-10-python.tar.gz'))
+            elif name == 'datasets':
+                write_paper_downloads(folder)
+            else:
+                render_shape_images(os.path.join(folder, 'data', 'cifar10', 'train'), 24, size=32)
             render_shape_images(os.path.join(folder, 'data', 'ffhq'), 32, size=128, seed=1)
         return folder
 
