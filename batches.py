@@ -9,10 +9,13 @@ from its step on, what the uninterrupted run would have, whichever way the image
 a prepared set, the image cache, or decoded into memory. Batches stay uint8 until the training
 step scales them on the device (gan.as_float_images): a quarter of float32's bytes per copy.
 """
+import os
+
 import numpy as np
 import tensorflow as tf
 
 import data
+import sources
 import store
 from config import UserError
 
@@ -126,11 +129,12 @@ class DataOrder:
 
 
 class _StoreChunks:
-    """Chunks read from a pixel store's files by TensorFlow: no Python per chunk or image."""
+    """Chunks read from a pixel store's files by TensorFlow: no Python per chunk or image.
+    `labels`: the class of each of its images (int32), or None."""
 
-    def __init__(self, pixel_store):
+    def __init__(self, pixel_store, labels=None):
         self.img_size, self.chunk_images = pixel_store.img_size, pixel_store.chunk_images
-        self.chunk_sizes, self.labels = pixel_store.chunk_sizes, pixel_store.labels
+        self.chunk_sizes, self.labels = pixel_store.chunk_sizes, labels
         self._paths = tf.constant(pixel_store.chunk_paths)
 
     def read(self, index):
@@ -143,11 +147,11 @@ class _ArrayChunks:
     """Chunks of images decoded into memory, cut as a store of the same files would be (one
     Python call per chunk, which slices the array)."""
 
-    def __init__(self, images, chunk_images):
+    def __init__(self, images, chunk_images, labels=None):
         self.images, self.img_size, self.chunk_images = images, images.shape[1], chunk_images
         self.chunk_sizes = [min(chunk_images, len(images) - start)
                             for start in range(0, len(images), chunk_images)]
-        self.labels = None
+        self.labels = labels
 
     def read(self, index):
         def chunk(i):
@@ -157,40 +161,94 @@ class _ArrayChunks:
         return images
 
 
-def open_images(file_pattern, img_size, center_crop=False, cache=True):
+def _no_labels(file_pattern):
+    return UserError(f'{file_pattern} has no class labels, which conditional=True needs: prepare '
+                     'it with them (prepare.py: CIFAR-10\'s, --labels folders, or a source\'s '
+                     'dataset.json) or give a folder of class subfolders')
+
+
+def _folder_labels(file_pattern, files):
+    """(label of each file, class names) from the class subfolders of the folder file_pattern."""
+    if not isinstance(file_pattern, (str, os.PathLike)) or not os.path.isdir(file_pattern):
+        raise _no_labels(file_pattern)
+    names = [os.path.relpath(path, file_pattern) for path in files]
+    if all(sources.class_of(name) is None for name in names):
+        raise _no_labels(file_pattern)
+    return sources.labels_from_folders(names, file_pattern)
+
+
+def labels_of_files(file_pattern, files):
+    """int32: the class of each of `files`, images of the labelled training set file_pattern
+    (a prepared set's, by their index in its layout; a folder's, by their class subfolder)."""
+    if store.is_prepared(file_pattern):
+        labels = store.prepared_store_labels(file_pattern)
+        if labels is None:
+            raise _no_labels(file_pattern)
+        return labels[[int(os.path.basename(path)[3:-4]) for path in files]]
+    names, _ = class_counts(file_pattern)
+    index = {name: position for position, name in enumerate(names)}
+    return np.asarray([index[sources.class_of(os.path.relpath(path, file_pattern))]
+                       for path in files], np.int32)
+
+
+def class_counts(file_pattern):
+    """(class names, images of each class) of a training set with labels: a prepared set's, or
+    a folder's class subfolders (counted over its files); UserError in one sentence without."""
+    if store.is_prepared(file_pattern):
+        labels = store.prepared_store_labels(file_pattern)
+        if labels is None:
+            raise _no_labels(file_pattern)
+        names = store.read_prepared(file_pattern)['labels']['class_names']
+        return names, np.bincount(labels, minlength=len(names))
+    labels, names = _folder_labels(file_pattern, data.list_image_files(file_pattern))
+    return names, np.bincount(labels, minlength=len(names))
+
+
+def open_images(file_pattern, img_size, center_crop=False, cache=True, labels=False):
     """(chunks, what they are) of a run's training images: a prepared set's pixel store; for
     image files, the image cache's store of them (decoded on first use), or with cache=False
-    the files decoded into memory now."""
+    the files decoded into memory now. With labels, the chunks carry each image's class."""
     if store.is_prepared(file_pattern):
         pixels = store.prepared_store(file_pattern, img_size, center_crop)
-        return _StoreChunks(pixels), f'read from the prepared set {file_pattern}'
+        if labels and pixels.labels is None:
+            raise _no_labels(file_pattern)
+        return (_StoreChunks(pixels, pixels.labels if labels else None),
+                f'read from the prepared set {file_pattern}')
     files = data.list_image_files(file_pattern)
+    file_labels = np.asarray(_folder_labels(file_pattern, files)[0], np.int32) if labels else None
     if cache:
         pixels = store.cached_store(files, img_size, center_crop)
         skipped = pixels.meta.get('skipped_count', 0)
+        kept = np.ones(len(files), bool)
+        kept[pixels.meta.get('skipped_indices', [])] = False
         note = f'; {skipped} of {len(files)} files did not decode' if skipped else ''
-        return _StoreChunks(pixels), (f'read from the image cache {pixels.folder} '
-                                      f'({pixels.nbytes / 1e6:,.1f} MB{note})')
+        return (_StoreChunks(pixels, None if file_labels is None else file_labels[kept]),
+                f'read from the image cache {pixels.folder} ({pixels.nbytes / 1e6:,.1f} MB{note})')
     need = len(files) * img_size * img_size * 3
     if need > data.available_memory_bytes() // 2:
         raise UserError(f'{len(files):,} images at {img_size} px take {need / 1e9:.1f} GB, more '
                         'than half the memory available: leave the image cache on (it streams '
                         'from disk) or prepare the set with prepare.py')
-    images = data.load_image_array(files, img_size, center_crop)
-    return (_ArrayChunks(images, store.chunk_length(len(files), img_size)),
+    images, kept_files = data.load_image_array(files, img_size, center_crop, return_files=True)
+    kept_labels = None
+    if file_labels is not None:
+        index = {path: position for position, path in enumerate(files)}
+        kept_labels = file_labels[[index[path] for path in kept_files]]
+    return (_ArrayChunks(images, store.chunk_length(len(files), img_size), kept_labels),
             'decoded into memory (--no_data_cache)')
 
 
 class TrainingImages:
     """A run's training images and their order (DataOrder). `dataset(start_batch)` is the
-    endless stream of uint8 batches (batch_size, S, S, 3) from the run's batch `start_batch` on:
-    a resumed run asks for its step. num_shards / shard_index keep every num_shards-th chunk
+    endless stream of uint8 batches (batch_size, S, S, 3) from the run's batch `start_batch` on
+    (with labels=True, pairs of them and their int32 classes): a resumed run asks for its step. num_shards / shard_index keep every num_shards-th chunk
     (a multi-worker run: each worker reads its own chunks, in its own order, step by step).
     mirror=True flips each drawn image horizontally with probability 1/2. `window_bytes` is
     the order's (DataOrder; runs take the default, small sets are one window)."""
 
     def __init__(self, file_pattern, img_size, batch_size, center_crop=False, seed=None,
-                 num_shards=1, shard_index=0, mirror=False, cache=True, window_bytes=WINDOW_BYTES):
+                 num_shards=1, shard_index=0, mirror=False, cache=True, window_bytes=WINDOW_BYTES,
+                 labels=False):
         self.img_size = data.check_positive_int(img_size, 'img_size')
         self.batch_size = data.check_positive_int(batch_size, 'batch_size')
         num_shards = data.check_positive_int(num_shards, 'num_shards')
@@ -199,7 +257,9 @@ class TrainingImages:
             raise UserError(f'shard_index={shard_index!r} is not allowed; it must be an integer in '
                             f'[0, {num_shards - 1}] for num_shards={num_shards}.')
         self.mirror = mirror
-        self.chunks, source = open_images(file_pattern, img_size, center_crop, cache)
+        self.chunks, source = open_images(file_pattern, img_size, center_crop, cache, labels)
+        self.labels = None if self.chunks.labels is None else tf.constant(self.chunks.labels,
+                                                                           tf.int32)
         chunk_ids = np.arange(len(self.chunks.chunk_sizes))[shard_index::num_shards]
         if not len(chunk_ids):
             raise UserError(f'{file_pattern} has {len(self.chunks.chunk_sizes)} chunks of images, '
@@ -225,44 +285,49 @@ class TrainingImages:
         per_window = order.window_chunks
         chunk_ids = tf.gather(self._chunk_ids, order.chunk_permutation(epoch))
         chunks = tf.data.Dataset.from_tensor_slices(chunk_ids[first_window * per_window:]).map(
-            self.chunks.read, num_parallel_calls=READS_IN_FLIGHT, deterministic=True)
+            self._read, num_parallel_calls=READS_IN_FLIGHT, deterministic=True)
         windows = tf.data.Dataset.zip(tf.data.Dataset.range(first_window, _ENDLESS),
                                       chunks.ragged_batch(per_window))
 
         def shuffle(window, ragged):
-            images = ragged.values  # (n, S, S, 3): the window's chunks, one after the other
-            size = tf.shape(images, out_type=tf.int64)[0]
-            images = tf.gather(images, order.window_permutation(epoch, window, size))
+            # (n, S, S, 3) and (n,): the window's chunks, one after the other.
+            window_items = {name: value.values for name, value in ragged.items()}
+            size = tf.shape(window_items['images'], out_type=tf.int64)[0]
+            permutation = order.window_permutation(epoch, window, size)
+            window_items = {name: tf.gather(value, permutation)
+                            for name, value in window_items.items()}  # labels travel along
             if self.mirror:
                 flips = order.window_flips(epoch, window, size)[:, None, None, None]
-                images = tf.where(flips, tf.reverse(images, [2]), images)
-            return images
+                window_items['images'] = tf.where(flips, tf.reverse(window_items['images'], [2]),
+                                                  window_items['images'])
+            return window_items
         take = order.batches_per_epoch * self.batch_size if take is None else take
         return windows.map(shuffle, num_parallel_calls=tf.data.AUTOTUNE,
                            deterministic=True).unbatch().skip(skip).take(take)
 
+    def _read(self, chunk):
+        """{'images': uint8 (n, S, S, 3)[, 'labels': int32 (n,)]} of one chunk of the store."""
+        items = {'images': self.chunks.read(chunk)}
+        if self.labels is not None:
+            first = chunk * self.chunks.chunk_images
+            items['labels'] = self.labels[first:first + tf.shape(items['images'],
+                                                                  out_type=tf.int64)[0]]
+        return items
+
     def dataset(self, start_batch=0):
-        """uint8 batches start_batch, start_batch + 1, ... of the run, prefetched."""
+        """uint8 batches start_batch, start_batch + 1, ... of the run (with their labels),
+        prefetched."""
         epoch, window, skip, take = self.order.start(start_batch)
         later = tf.data.Dataset.range(epoch + 1, _ENDLESS).flat_map(self._epoch)
         dataset = self._epoch(epoch, window, skip, take).concatenate(later)
-        dataset = dataset.batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
+        dataset = dataset.batch(self.batch_size, drop_remainder=True).map(
+            lambda items: (items['images'], items['labels']) if 'labels' in items
+            else items['images']).prefetch(tf.data.AUTOTUNE)
         options = tf.data.Options()
         options.deterministic = True
         # Sharding is done above by chunk (num_shards / shard_index), not by tf.distribute.
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
         return dataset.with_options(options)
-
-
-def make_train_dataset(file_pattern, img_size, batch_size, center_crop=False, seed=None,
-                       num_shards=1, shard_index=0, return_size=False, start_batch=0,
-                       mirror=False, cache=True):
-    """Endless tf.data.Dataset of uint8 batches (batch_size, img_size, img_size, 3) from batch
-    `start_batch` of the run on (TrainingImages). With return_size=True, (dataset, num_images)."""
-    images = TrainingImages(file_pattern, img_size, batch_size, center_crop, seed, num_shards,
-                            shard_index, mirror, cache)
-    dataset = images.dataset(start_batch)
-    return (dataset, images.num_images) if return_size else dataset
 
 
 def _check_enough_images(num_images, batch_size, file_pattern):

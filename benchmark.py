@@ -21,7 +21,9 @@ os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
 
 import numpy as np
 
+import benchmark_steps
 import cli
+from benchmark_steps import JIT_MODES, presets, row, time_steps
 
 SECTIONS = {}
 
@@ -32,10 +34,6 @@ def section(name):
         SECTIONS[name] = function
         return function
     return register
-
-
-def row(metric, value, unit, note=''):
-    return {'metric': metric, 'value': value, 'unit': unit, 'note': note}
 
 
 # ---------------------------------------------------------------------------- FID
@@ -58,10 +56,11 @@ def _write_png_set(folder, count, size, seed=0):
 def _time_feature_extraction(extractor, batch, repeats):
     """Images per second of the FID network, with its batch norms folded (as used) and not."""
     import tensorflow as tf
+    import fid_weights
     import inception
     # The same network with its batch norms as layers, not folded into the convolutions.
     literal = inception.build_fid_inception(
-        inception.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
+        fid_weights.load_fid_inception_weights(extractor.weights_path), fuse_batch_norm=False)
     literal_fn = tf.function(lambda x: literal(extractor._preprocess(x), training=False))
     rows = []
     for label, extract in (('feature extraction (batch 50, 32 px -> 299)', extractor),
@@ -79,6 +78,7 @@ def _time_feature_extraction(extractor, batch, repeats):
 def bench_fid(args):
     """One in-training FID evaluation (standard backbone, 32 px): uncached vs cached real statistics."""
     import scipy.linalg
+    import distances
     import fid
     import inception
     num_images, img_size, rows, rng = 50 if args.quick else 2500, 32, [], np.random.default_rng(0)
@@ -106,9 +106,10 @@ def bench_fid(args):
     # The Fréchet distance itself at Inception size, against scipy's sqrtm.
     features_a = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.5
     features_b = rng.standard_normal((num_images, inception.FEATURE_DIM)) * 0.6 + 0.01
-    statistics = (*fid.activation_statistics(features_a), *fid.activation_statistics(features_b))
+    statistics = (*distances.activation_statistics(features_a),
+                  *distances.activation_statistics(features_b))
     start = time.perf_counter()
-    ours = fid.frechet_distance(*statistics)
+    ours = distances.frechet_distance(*statistics)
     rows.append(row(f'frechet_distance d=2048 ({num_images} samples)', time.perf_counter() - start, 's'))
     if not args.quick:
         mu1, sigma1, mu2, sigma2 = statistics
@@ -152,15 +153,6 @@ def bench_prdc(args):
 # backward (about 5); the G step runs G and D forward+backward (3 each).
 G_PASSES_PER_STEP = 4
 D_PASSES_PER_STEP = 11
-DEFAULT_PRESETS = 'cifar10,celeba_64,ffhq_128'  # --quick: tiny
-JIT_MODES = {'on': [True], 'off': [False], 'both': [True, False]}  # --jit: XLA or not, or both
-
-
-def _presets(args):
-    return [p.strip() for p in (args.presets or ('tiny' if args.quick else DEFAULT_PRESETS))
-            .split(',') if p.strip()]
-
-
 def _peak_rss_mb():
     """Peak resident MB of this process image (VmHWM; Linux): ru_maxrss would also count the
     parent forked before exec, so a child of a large process would report the parent's size."""
@@ -183,19 +175,6 @@ def _matmul_peak_macs_per_sec(dtype='float32', size=2048, repeats=10):
         result.numpy()
         rates.append(repeats * size ** 3 / (time.perf_counter() - start))
     return max(rates)
-
-
-def _time_steps(step, steps):
-    """(first call seconds = trace + compile + one step, median seconds of the next `steps`)."""
-    start = time.perf_counter()
-    step()
-    first = time.perf_counter() - start
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - start)
-    return first, float(np.median(times))
 
 
 # Kernel names in a CPU trace: XLA's HLO names ('MatMul.12') or, without XLA, '<op name>:<op type>'
@@ -273,7 +252,7 @@ def bench_train(args):
     rows.append(row(f'dense matmul peak ({compute_dtype}, 2048^3, best of XLA and oneDNN)',
                     peak / 1e9, 'GMAC/s'))
     jit_modes = JIT_MODES[args.jit]
-    for preset, jit in [(p, j) for p in _presets(args) for j in jit_modes]:
+    for preset, jit in [(p, j) for p in presets(args) for j in jit_modes]:
         conf = config.make_config(preset, batch_size=args.batch_size, precision=args.precision,
                                   jit=jit)
         label = preset + ('' if len(jit_modes) == 1 else ', XLA' if jit else ', no XLA')
@@ -303,7 +282,7 @@ def bench_memory(args):
     import itertools
     rows = []
     implementations = ['ours'] + (['authors'] if args.authors_code else [])
-    for preset, jit, implementation in itertools.product(_presets(args), JIT_MODES[args.jit],
+    for preset, jit, implementation in itertools.product(presets(args), JIT_MODES[args.jit],
                                                          implementations):
         report = _measure_in_child(args, preset, jit, implementation)
         label = f'{preset}, {"XLA" if jit else "no XLA"}, {implementation}'
@@ -317,117 +296,28 @@ def bench_memory(args):
     return rows
 
 
-def _our_step(conf):
-    """A function that takes one training step of ours and waits for it to finish."""
-    import gan
-    import model
-    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
-    return lambda real: float(ladagan.train_step(real)['d_loss'])
-
-
 @section('grappler')
 def bench_grappler(args):
-    """The CPU step with Grappler's graph rewrites (TensorFlow's default) and without (ours on a
-    CPU, so that runs repeat: docs/determinism.md): one model, rounds alternating the two."""
-    import tensorflow as tf
-    import config
-    import gan
-    import model
-    results, rounds = [], 3
-    for preset in _presets(args):
-        conf = config.make_config(preset, batch_size=args.batch_size, jit=False)
-        ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
-        real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1, seed=0)
-        first, seconds = {}, {True: [], False: []}
-        for _ in range(rounds):
-            for without in (True, False):
-                ladagan.repeatable = without  # what train_step passes to graph_rewrites_off
-                first_call, median = _time_steps(
-                    lambda: float(ladagan.train_step(real)['d_loss']), max(1, args.steps // rounds))
-                first.setdefault(without, first_call)  # the first round's: optimise + one step
-                seconds[without].append(median)
-        for without, label in ((False, 'with Grappler (TensorFlow default)'),
-                               (True, 'without Grappler (ours on a CPU)')):
-            results.append(row(f'{preset}, no XLA, {label}: train step',
-                               conf.batch_size / float(np.median(seconds[without])), 'img/s',
-                               f'first call {first[without]:.1f} s'
-                               + (' (traces the step too)' if without else '')
-                               + f'; batch {conf.batch_size}, '
-                               f'median of {rounds} alternating rounds'))
-    return results
+    """The CPU step with Grappler's rewrites and without (ours on a CPU): benchmark_steps.py."""
+    return benchmark_steps.grappler(args)
 
 
 @section('precision')
 def bench_precision(args):
-    """The step in float32 and in --precision (mixed_bfloat16 unless mixed_float16) with its
-    float32 islands, with none and with all but one: one model each in one process, steps
-    alternating, each a ratio to float32's. No XLA unless --jit on."""
-    import tensorflow as tf
-    import config
-    low = args.precision if args.precision != 'float32' else 'mixed_bfloat16'
-    variants = {'float32': {'precision': 'float32'}, f'{low}, float32 islands': {},
-                f'{low}, no islands': {'float32_islands': []},
-                **{f'{low}, islands but {island}': {'float32_islands': [
-                    name for name in config.FLOAT32_ISLANDS if name != island]}
-                   for island in config.FLOAT32_ISLANDS}}
-    rows, jit = [], args.jit == 'on'
-    for preset in _presets(args):
-        confs = {name: config.make_config(preset, batch_size=args.batch_size, jit=jit,
-                                          **{'precision': low, **overrides})
-                 for name, overrides in variants.items()}
-        real = tf.random.uniform([args.batch_size] + [confs['float32'].img_size] * 2 + [3], -1, 1)
-        seconds = _alternating_medians({name: _our_step(c) for name, c in confs.items()}, real,
-                                       args.steps)
-        for name, median in seconds.items():
-            rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, {name}: train step',
-                            args.batch_size / median, 'img/s', f'{seconds["float32"] / median:.2f}x '
-                            f'float32; batch {args.batch_size}, median of {args.steps}, alternating'))
-    return rows
-
-
-def _alternating_medians(steps, real, rounds):
-    """{name: median seconds} of `rounds` rounds calling each step once, in turn, after a call
-    each to compile: the machine's speed drifts by 10% in minutes, more than what is compared."""
-    for step in steps.values():
-        step(real)
-    times = {name: [] for name in steps}
-    for _ in range(rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step(real)
-            times[name].append(time.perf_counter() - start)
-    return {name: float(np.median(values)) for name, values in times.items()}
+    """The step in float32 and with reduced precision's variants: benchmark_steps.py."""
+    return benchmark_steps.precision(args)
 
 
 @section('authors')
 def bench_authors(args):
-    """Training images/s of ours and of the authors' train_step (--authors_code) in one process,
-    alternating step by step."""
-    import tensorflow as tf
-    import config
-    import official
-    if not args.authors_code:
-        return [row('ours against the authors', float('nan'), '', 'needs --authors_code DIR')]
-    rows = []
-    jit_modes = JIT_MODES[args.jit]
-    for preset in _presets(args):
-        for jit in jit_modes:
-            conf = config.make_config(preset, batch_size=args.batch_size,
-                                      precision=args.precision, jit=jit)
-            real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
-            steps = {'ours': _our_step(conf)}
-            try:
-                steps['authors'] = official.authors_train_step(conf, args.authors_code)
-                steps['authors'](real)  # compile outside the timing
-            except Exception as error:  # noqa: BLE001 - e.g. no XLA kernel for a gradient
-                steps.pop('authors', None)  # it may fail before or after it is built
-                rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, authors: train step',
-                                float('nan'), 'img/s', f'fails: {str(error).splitlines()[0][:120]}'))
-            for name, median in _alternating_medians(steps, real, args.steps).items():
-                rows.append(row(f'{preset}, {"XLA" if jit else "no XLA"}, {name}: train step',
-                                conf.batch_size / median, 'img/s',
-                                f'batch {conf.batch_size}, median of {args.steps}, alternating'))
-    return rows
+    """Ours against the authors' train_step (--authors_code): benchmark_steps.py."""
+    return benchmark_steps.authors(args)
+
+
+@section('conditional')
+def bench_conditional(args):
+    """The conditional step against the unconditional one: benchmark_steps.py."""
+    return benchmark_steps.conditional(args)
 
 
 def _child(spec):
@@ -442,9 +332,9 @@ def _child(spec):
     conf = config.make_config(spec['preset'], batch_size=spec['batch_size'],
                               precision=spec['precision'], jit=spec['jit'])
     step = (official.authors_train_step(conf, spec['authors_code'])
-            if spec['implementation'] == 'authors' else _our_step(conf))
+            if spec['implementation'] == 'authors' else benchmark_steps.our_step(conf))
     real = tf.random.uniform([conf.batch_size, conf.img_size, conf.img_size, 3], -1, 1)
-    first, median = _time_steps(lambda: step(real), spec['steps'])
+    first, median = time_steps(lambda: step(real), spec['steps'])
     report = {'peak_rss_mb': _peak_rss_mb(), 'first_step_s': first, 'step_s': median}
     if spec['profile']:
         tf.profiler.experimental.start(spec['profile'])
@@ -469,12 +359,12 @@ def bench_generate(args):
     import config
     import model
     rows = []
-    for preset in _presets(args):
+    for preset in presets(args):
         conf = config.make_config(preset, precision=args.precision)
         generator = model.build_generator(conf)
         sample = tf.function(lambda z: generator(z, training=False)[0], jit_compile=True)
         noise = tf.random.normal([conf.gen_batch_size, conf.noise_dim])
-        first, median = _time_steps(lambda: sample(noise).numpy(), 3 if args.quick else 5)
+        first, median = time_steps(lambda: sample(noise).numpy(), 3 if args.quick else 5)
         rows.append(row(f'{preset}: generate', conf.gen_batch_size / median, 'img/s',
                         f'batch {conf.gen_batch_size}, {conf.precision}'))
     return rows
@@ -498,7 +388,7 @@ def bench_attention(args):
                     loss = tf.reduce_mean(tf.square(out))
                 return tape.gradient(loss, block.trainable_variables)[0]
             try:
-                first, median = _time_steps(lambda: forward_backward(x, z).numpy(), 3)
+                first, median = time_steps(lambda: forward_backward(x, z).numpy(), 3)
                 rows.append(row(f'{attention} block, {tokens} tokens', 1000 * median, 'ms',
                                 'batch 4, width 128, 4 heads, forward+backward'))
             except (tf.errors.ResourceExhaustedError, MemoryError):

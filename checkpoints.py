@@ -73,6 +73,15 @@ def recorded_options(model_dir, remedy):
     return record['options']
 
 
+def class_names(model_dir, conf):
+    """A conditional run's class names as its run.json records them, else their indices."""
+    record = read_run_record(model_dir) if model_dir else None
+    names = (record or {}).get('classes')
+    if names and len(names) == conf.num_classes:
+        return [str(name) for name in names]
+    return [str(index) for index in range(conf.num_classes)]
+
+
 def training_images_of(options, img_size):
     """A run's training images: its --file_pattern, else the built-in demo set."""
     return options.get('file_pattern') or openmoji.openmoji_dataset(img_size)
@@ -472,10 +481,17 @@ def init_source(source):
     return dict(source=source, prefix=prefix, conf=conf, official=is_official)
 
 
+def is_class_weight(path):
+    """Whether a weight is one of a conditional network's class embeddings (model.py): what a
+    conditional run started from an unconditional one starts fresh (at zero)."""
+    return '/class_' in path
+
+
 def init_weights(info, conf, asked):
-    """{network name: its weights' values}, from the source `info` (init_source), in the order
-    of the networks `conf` builds. UserError naming the first weight whose name or shape
-    differs: the source does not fit the model `asked` for (e.g. '--preset cifar10')."""
+    """{network name: {weight path: value}}, from the source `info` (init_source), for the
+    networks `conf` builds. UserError naming the first weight whose name or shape differs: the
+    source does not fit the model `asked` for (e.g. '--preset cifar10'). A conditional model
+    takes an unconditional source whole: only its class embeddings are not in it."""
     if info['official']:
         loaded = official.load_official_checkpoint(info['prefix'])
         nets = {name: loaded[name] for name in NETWORKS}
@@ -489,8 +505,9 @@ def init_weights(info, conf, asked):
                             f'not hold all of G, its EMA and D ({_error_summary(err)})') from None
     ours = networks(conf)
     for name in NETWORKS:
-        pairs = itertools.zip_longest(((w.path, tuple(w.shape)) for w in ours[name].weights),
-                                      ((w.path, tuple(w.shape)) for w in nets[name].weights),
+        own = [(w.path, tuple(w.shape)) for w in ours[name].weights
+               if not (is_class_weight(w.path) and not info['conf'].num_classes)]
+        pairs = itertools.zip_longest(own, ((w.path, tuple(w.shape)) for w in nets[name].weights),
                                       fillvalue=(None, None))
         for (path, shape), (source_path, source_shape) in pairs:
             if (path, shape) == (source_path, source_shape):
@@ -501,7 +518,17 @@ def init_weights(info, conf, asked):
             raise UserError(f'--init_from {info["source"]} does not fit the model of {asked}: '
                             f'its {name} weight {where} (leave out --preset and the '
                             'architecture --set keys to take the source\'s)')
-    return {name: [weight.numpy() for weight in nets[name].weights] for name in NETWORKS}
+    return {name: {weight.path: weight.numpy() for weight in nets[name].weights}
+            for name in NETWORKS}
+
+
+def assign_weights(network, values, rename=None):
+    """Give `network` the weights `values` ({path: value}, init_weights' form; `rename`: (old,
+    new) prefixes of the paths, to copy one network's into another's) where it has them."""
+    for weight in network.weights:
+        path = weight.path if rename is None else weight.path.replace(rename[1], rename[0], 1)
+        if path in values:
+            weight.assign(values[path])
 
 
 def networks(conf):

@@ -24,6 +24,12 @@ config = {
     'center_crop': False,         # ours: crop images to a centred square before resizing
     'mirror': False,              # ours: x-flip each drawn training image with probability 1/2
                                   # (seeded like the data order; before DiffAugment)
+    # --- classes (ours; docs/conditional.md) ---
+    'conditional': False,         # class-conditional G and D, from the training set's labels
+    'num_classes': 0,             # a conditional run's classes, set from its labels at its start
+    'class_input': 'projections',  # where G takes the class: 'projections' (an embedding added
+                                  # to each projection of z: the first tokens, every
+                                  # self-modulation) or 'noise' (one embedding added to z)
     # --- generator ---
     'g_dim': [1024, 256, 64],     # token width of the 8x8, 16x16 and 32x32 generator stages
     'g_heads': [4, 4, 4],         # attention heads per generator stage
@@ -117,6 +123,7 @@ ATTENTIONS = ('lada', 'dot')
 POLICY_OPS = ('color', 'translation', 'cutout')
 FID_BACKBONES = ('standard', 'keras')
 FID_GUARDS = ('off', 'warn', 'stop', 'rollback')
+CLASS_INPUTS = ('projections', 'noise')
 PRECISIONS = ('float32', 'mixed_float16', 'mixed_bfloat16')
 # What each float32 island keeps in float32 under mixed precision (docs/precision.md).
 FLOAT32_ISLANDS = {
@@ -295,10 +302,16 @@ def validate(values):
     check_discriminator_shape(v['img_size'], v['d_enc_dim'], v['d_out_dim'], v['d_heads'])
     for key, allowed in (('loss', LOSSES), ('attention', ATTENTIONS),
                          ('fid_backbone', FID_BACKBONES), ('precision', PRECISIONS),
-                         ('fid_guard', FID_GUARDS),
+                         ('fid_guard', FID_GUARDS), ('class_input', CLASS_INPUTS),
                          ('g_initializer', INITIALIZERS), ('d_initializer', INITIALIZERS)):
         if v[key] not in allowed:
             _fail(f'{key}={v[key]!r} is not supported: use one of {", ".join(allowed)}')
+    if v['conditional'] and v['num_classes'] == 1 or v['num_classes'] < 0:
+        _fail(f'num_classes={v["num_classes"]} is not allowed: a conditional run has 2 classes or '
+              'more (0: taken from its training set)')
+    if v['num_classes'] and not v['conditional']:
+        _fail(f'num_classes={v["num_classes"]} is set but conditional=False: set conditional=True '
+              'for a class-conditional run, or leave num_classes at 0')
     islands = list(v['float32_islands'])
     unknown = [name for name in islands if name not in FLOAT32_ISLANDS]
     if unknown or len(set(islands)) != len(islands):

@@ -207,8 +207,10 @@ def decoded_images(files, img_size, center_crop=False, num_workers=None, show_pr
                 progress.update(1)
 
 
-def load_image_array(files, img_size, center_crop=False, num_workers=None, show_progress=True):
-    """Decode `files` in parallel threads -> uint8 array (N, img_size, img_size, 3).
+def load_image_array(files, img_size, center_crop=False, num_workers=None, show_progress=True,
+                     return_files=False):
+    """Decode `files` in parallel threads -> uint8 array (N, img_size, img_size, 3), and with
+    return_files the files it holds, in order.
 
     Unreadable files are left out; one SkippedImagesWarning names how many and an
     example. Raises UserError when no file could be decoded.
@@ -230,6 +232,9 @@ def load_image_array(files, img_size, center_crop=False, num_workers=None, show_
         raise UserError(f'None of the {len(files)} image files could be decoded '
                         f'(e.g. {skipped[0][0]!r}: {skipped[0][1]}).')
     warn_skipped(skipped, len(files))
+    if return_files:
+        left_out = {path for path, _ in skipped}
+        return images[:kept], [path for path in files if path not in left_out]
     return images[:kept]
 
 

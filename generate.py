@@ -30,6 +30,13 @@ generate_seed_batches). The EMA generator of the best-FID checkpoint is used unl
 
     # the generator as a SavedModel (noise -> uint8 images) and, with tf2onnx, ONNX
     python generate.py --model_dir runs/demo --export exported/demo
+
+    # a class-conditional run: seeds 0-7 of two classes (OUT/cat/, OUT/dog/), one grid row each
+    python generate.py --model_dir runs/pets --class cat,dog --seeds 0-7 --grid --outdir out/pets
+
+A conditional run's images are of the classes --class names (names as the run recorded them,
+or indices; `all`, the default, is every class), each in a folder of its own, from the same
+noise per seed: seed S of every class starts from the same z.
 """
 import argparse
 import os
@@ -116,14 +123,21 @@ def interpolation_noise(key_noise, frames_per_segment):
     return np.concatenate(segments, axis=0)
 
 
-def generate_batches(sampler, noise, batch_size, desc):
+def _class_inputs(label, batch_size):
+    """The sampler's extra input: a conditional generator's class, for every row."""
+    return [] if label is None else [tf.fill([batch_size], tf.constant(label, tf.int32))]
+
+
+def generate_batches(sampler, noise, batch_size, desc, label=None):
     """Yield (uint8 images (B, S, S, 3), [attention maps (B, heads, tokens)]) for consecutive
-    batches of `noise`, with a progress bar counting images. `sampler` is an
-    export.ImageGenerator: the images are those the exported model gives."""
+    batches of `noise` (of class `label` for a conditional generator), with a progress bar
+    counting images. `sampler` is an export.ImageGenerator: the images are those the exported
+    model gives."""
     with tqdm(total=len(noise), unit='img', desc=desc, dynamic_ncols=True) as bar:
         for start in range(0, len(noise), batch_size):
             batch = tf.constant(noise[start:start + batch_size])
-            images, attn_maps = sampler.generate_with_attention(batch)
+            images, attn_maps = sampler.generate_with_attention(
+                batch, *_class_inputs(label, int(batch.shape[0])))
             bar.update(int(batch.shape[0]))
             yield images.numpy(), [maps.numpy() for maps in attn_maps]
 
@@ -146,7 +160,7 @@ def load_generator(args):
     return conf, generator, model_dir
 
 
-def generate_seed_batches(sampler, seeds, noise_dim, batch_size):
+def generate_seed_batches(sampler, seeds, noise_dim, batch_size, label=None):
     """Yield (seeds, uint8 images (len(seeds), S, S, 3), [attention maps (len(seeds), heads,
     tokens)]) per batch, the seeds in the order asked. Seed s is always computed at row
     s % batch_size of a batch of batch_size rows, whatever else is asked: CPU matrix kernels
@@ -160,12 +174,13 @@ def generate_seed_batches(sampler, seeds, noise_dim, batch_size):
             rows = [seed % batch_size for seed in block_seeds]
             noise = np.zeros((batch_size, noise_dim), np.float32)
             noise[rows] = seed_noise(block_seeds, noise_dim)
-            images, attn_maps = sampler.generate_with_attention(tf.constant(noise))
+            images, attn_maps = sampler.generate_with_attention(
+                tf.constant(noise), *_class_inputs(label, batch_size))
             bar.update(len(block_seeds))
             yield block_seeds, images.numpy()[rows], [maps.numpy()[rows] for maps in attn_maps]
 
 
-def write_images(args, seeds, conf, sampler, outdir):
+def write_images(args, seeds, conf, sampler, outdir, label=None):
     """Seed PNGs, grid.png and attention maps, as asked. Each batch's PNGs are written as it is
     made and the images are let go, so `--num 50000` holds one batch, not 50,000 images; only
     what a later picture needs is kept (the grid: every image; --nearest: every image, returned
@@ -175,7 +190,7 @@ def write_images(args, seeds, conf, sampler, outdir):
     image_of, maps_of = {}, {}  # seed -> uint8 (S, S, 3); seed -> [(heads, tokens) per stage]
     map_seeds = list(dict.fromkeys(seeds))[:ATTENTION_IMAGES] if args.attn_maps else []
     for block_seeds, images_uint8, maps in generate_seed_batches(
-            sampler, seeds, conf.noise_dim, conf.gen_batch_size):
+            sampler, seeds, conf.noise_dim, conf.gen_batch_size, label):
         for row, seed in enumerate(block_seeds):
             if not args.grid_only:
                 Image.fromarray(images_uint8[row]).save(
@@ -204,11 +219,11 @@ def write_images(args, seeds, conf, sampler, outdir):
     return all_images, written
 
 
-def write_interpolation(args, seeds, conf, sampler, outdir):
+def write_interpolation(args, seeds, conf, sampler, outdir, label=None):
     key_noise = seed_noise(seeds[:args.interpolate], conf.noise_dim)
     path_noise = interpolation_noise(key_noise, args.frames)
-    frames = [images for images, _ in
-              generate_batches(sampler, path_noise, conf.gen_batch_size, 'interpolate')]
+    frames = [images for images, _ in generate_batches(sampler, path_noise,
+                                                       conf.gen_batch_size, 'interpolate', label)]
     save_gif(np.concatenate(frames, axis=0), os.path.join(outdir, 'interpolation.gif'))
     return (f'interpolation.gif ({len(path_noise)} frames through seeds '
             + ','.join(map(str, seeds[:args.interpolate])) + ')')
@@ -255,24 +270,68 @@ def write_nearest(args, seeds, images, conf, model_dir, outdir):
     return 'nearest.png'
 
 
+def chosen_classes(text, conf, names, model_dir):
+    """[(index, name)] of the classes --class names (all by default); [(None, None)] for an
+    unconditional generator, which --class does not apply to."""
+    if not conf.num_classes:
+        if text is not None:
+            raise UserError(f'--class {text}: {model_dir} is not class-conditional (it was not '
+                            'trained with conditional=True); leave --class out')
+        return [(None, None)]
+    if text is None or text == 'all':
+        return list(enumerate(names))
+    chosen = []
+    for item in (part.strip() for part in text.split(',')):
+        if item in names:
+            chosen.append((names.index(item), item))
+        elif item.isdigit() and int(item) < len(names):
+            chosen.append((int(item), names[int(item)]))
+        else:
+            shown = ', '.join(names[:20]) + (', ...' if len(names) > 20 else '')
+            raise UserError(f'--class {item!r} is not a class of {model_dir}: give one of '
+                            f'{shown} (or 0 to {len(names) - 1}), a list of them, or all')
+    return chosen
+
+
+def _folder_name(class_name):
+    return re.sub(r'[^\w.-]+', '_', class_name)
+
+
 def run(args, seeds):
     conf, generator, model_dir = load_generator(args)
+    names = checkpoints.class_names(model_dir, conf)
+    classes = chosen_classes(args.class_names, conf, names, model_dir)
     print(f'{"Raw" if args.no_ema else "EMA"} generator of {model_dir}: '
-          f'{conf.img_size}x{conf.img_size} px')
+          f'{conf.img_size}x{conf.img_size} px'
+          + (f', {conf.num_classes} classes' if conf.num_classes else ''))
     if args.export:
         export.export_generator(generator, conf, args.export, source=model_dir,
-                                ema=not args.no_ema)
+                                ema=not args.no_ema, class_names=names)
         if seeds is None:  # only the export was asked for
             return
     outdir = args.outdir or (os.path.join(model_dir, 'generated') if args.model_dir
                              else os.path.join('generated', args.pretrained))
     os.makedirs(outdir, exist_ok=True)
-    sampler = export.ImageGenerator(generator, conf.noise_dim)  # the images the export gives
-    images, written = write_images(args, seeds, conf, sampler, outdir)
-    if args.interpolate:
-        written.append(write_interpolation(args, seeds, conf, sampler, outdir))
-    if args.nearest:
-        written.append(write_nearest(args, seeds, images, conf, model_dir, outdir))
+    # The images the export gives.
+    sampler = export.ImageGenerator(generator, conf.noise_dim, conf.num_classes)
+    rows, written = [], []
+    for label, name in classes:  # a conditional generator: a folder per class
+        folder = outdir if label is None else os.path.join(outdir, _folder_name(name))
+        os.makedirs(folder, exist_ok=True)
+        images, class_written = write_images(args, seeds, conf, sampler, folder, label)
+        prefix = '' if label is None else f'{_folder_name(name)}/'
+        written.extend(prefix + item for item in class_written)
+        rows.append(images)
+        if args.interpolate:
+            written.append(prefix + write_interpolation(args, seeds, conf, sampler, folder,
+                                                        label))
+        if args.nearest:
+            written.append(prefix + write_nearest(args, seeds, images, conf, model_dir,
+                                                  folder))
+    if conf.num_classes and (args.grid or args.grid_only):  # one row of the seeds per class
+        plots.save_image_grid(np.concatenate(rows), os.path.join(outdir, 'grid.png'),
+                              nrow=len(seeds))
+        written.append(f'grid.png (a row per class: {", ".join(name for _, name in classes)})')
     print(f'Wrote to {outdir}: ' + ', '.join(written))
 
 
@@ -322,6 +381,10 @@ def parse_args(argv=None):
                         help='write the generator as a TensorFlow SavedModel (noise -> uint8 '
                              'images) to DIR, and as DIR/generator.onnx when tf2onnx is '
                              'installed; with no image option, only export')
+    parser.add_argument('--class', dest='class_names', metavar='NAME_OR_INDEX',
+                        help="a conditional run's classes: names or indices, comma-separated, "
+                             'or all (the default); each in a folder of its own, and the grid '
+                             'a row per class')
     parser.add_argument('--no_ema', action='store_true',
                         help='use the raw generator instead of its EMA')
     parser.add_argument('--ckpt', choices=('best', 'latest'), default='best',

@@ -14,6 +14,10 @@ Under a mixed precision policy the layers take `float32_islands`, the parts that
 float32 (config.FLOAT32_ISLANDS, docs/precision.md): 'attention' the Lada scores,
 softmax and attention-weighted sum; 'norms' the LayerNorms and the self-modulation; 'residual'
 the residual stream and position embeddings. Under float32 they change nothing.
+
+A class-conditional generator (config `conditional`) adds a learned class embedding to the
+output of each self-modulation's first projection of z: h = relu(Dense_D(z) + e_h[class]).
+Every weight of the unconditional block keeps its shape; the embeddings are added weights.
 """
 import math
 
@@ -168,23 +172,52 @@ def island_dtype(island, float32_islands):
 
 
 @keras.saving.register_keras_serializable('ladagan')
+class ClassEmbedding(layers.Layer):
+    """A learned (num_classes, dim) table; call(labels (B,) int) -> (B, dim) rows in the compute
+    dtype. Its rows start normal with standard deviation `stddev` (or at zero when the network
+    is built to be restored, initializer 'zeros'): a class is as strong a signal from the first
+    step as what it is added to (zero rows, measured, left a tiny conditional GAN at chance
+    after 150 steps, Adam moving them by about the learning rate per step)."""
+
+    def __init__(self, num_classes, dim, stddev=1.0, initializer='random', **kwargs):
+        super().__init__(**kwargs)
+        self.num_classes, self.dim, self.stddev = num_classes, dim, stddev
+        self.initializer = initializer
+
+    def build(self, input_shape=None):
+        initializer = ('zeros' if self.initializer == 'zeros' else
+                       keras.initializers.RandomNormal(stddev=self.stddev))
+        self.embeddings = self.add_weight(shape=(self.num_classes, self.dim), name='embeddings',
+                                          initializer=initializer)
+
+    def call(self, labels):
+        return tf.cast(tf.gather(self.embeddings, labels), self.compute_dtype)
+
+    def get_config(self):
+        return {**super().get_config(), 'num_classes': self.num_classes, 'dim': self.dim,
+                'stddev': self.stddev, 'initializer': self.initializer}
+
+
+@keras.saving.register_keras_serializable('ladagan')
 class SMLayerNorm(layers.Layer):
     """Self-modulated LayerNorm: LN(x) * gamma(z) + beta(z), gamma and beta from z (no 1 + gamma).
 
-    Inputs x (B, N, D) and the raw noise z (B, noise_dim); h = relu(Dense_D(z)). Its sublayers
-    take its dtype policy: built with dtype='float32' (the 'norms' island) all of it computes in
-    float32 and so does its output.
+    Inputs x (B, N, D) and the raw noise z (B, noise_dim), and with num_classes the labels
+    (B,): h = relu(Dense_D(z) [+ class embedding]). Its sublayers take its dtype policy: built
+    with dtype='float32' (the 'norms' island) all of it computes in float32 and so does its
+    output.
     """
 
-    def __init__(self, epsilon=1e-6, initializer='orthogonal', **kwargs):
+    def __init__(self, epsilon=1e-6, initializer='orthogonal', num_classes=0, **kwargs):
         super().__init__(**kwargs)
         self.epsilon = epsilon
         self.initializer = initializer
+        self.num_classes = num_classes
         self.ln = layers.LayerNormalization(epsilon=epsilon, center=False, scale=False, name='ln',
                                             dtype=self.dtype_policy)
 
     def build(self, input_shape):
-        x_shape, z_shape = input_shape
+        x_shape, z_shape = input_shape[:2]
         dim = x_shape[-1]
         self.h = _dense(dim, self.initializer, 'h', dtype=self.dtype_policy)
         self.gamma = _dense(dim, self.initializer, 'gamma', dtype=self.dtype_policy)
@@ -193,14 +226,22 @@ class SMLayerNorm(layers.Layer):
         self.gamma.build((z_shape[0], dim))
         self.beta.build((z_shape[0], dim))
         self.ln.build(x_shape)
+        if self.num_classes:
+            self.class_h = ClassEmbedding(self.num_classes, dim, initializer=self.initializer,
+                                          name='class_h', dtype=self.dtype_policy)
+            self.class_h.build()
 
     def call(self, inputs):
-        x, z = inputs
-        h = tf.nn.relu(self.h(z))                                   # (B, D)
+        x, z = inputs[:2]
+        h = self.h(z)                                               # (B, D)
+        if self.num_classes:
+            h = h + self.class_h(inputs[2])
+        h = tf.nn.relu(h)
         return self.ln(x) * self.gamma(h)[:, None] + self.beta(h)[:, None]
 
     def get_config(self):
-        return {**super().get_config(), 'epsilon': self.epsilon, 'initializer': self.initializer}
+        return {**super().get_config(), 'epsilon': self.epsilon, 'initializer': self.initializer,
+                'num_classes': self.num_classes}
 
 
 @keras.saving.register_keras_serializable('ladagan')
@@ -234,8 +275,9 @@ class _Block(layers.Layer):
     run in float32 on the float32 stream, and each sublayer casts what it reads."""
 
     def __init__(self, model_dim, n_heads, mlp_dim, initializer='orthogonal', attention='lada',
-                 epsilon=1e-6, float32_islands=(), **kwargs):
+                 epsilon=1e-6, float32_islands=(), num_classes=0, **kwargs):
         self.float32_islands = tuple(float32_islands)
+        self.num_classes = num_classes  # a generator block's self-modulations take the class
         kwargs.setdefault('autocast', 'residual' not in self.float32_islands)
         super().__init__(**kwargs)
         self.model_dim = model_dim
@@ -259,31 +301,32 @@ class _Block(layers.Layer):
         return {**super().get_config(), 'model_dim': self.model_dim, 'n_heads': self.n_heads,
                 'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
                 'attention': self.attention, 'epsilon': self.epsilon,
-                'float32_islands': list(self.float32_islands)}
+                'float32_islands': list(self.float32_islands), 'num_classes': self.num_classes}
 
 
 @keras.saving.register_keras_serializable('ladagan')
 class GeneratorBlock(_Block):
-    """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)]."""
+    """h = x + Attn(SMLN1(x, z)); out = MLP(SMLN2(h, z)). Inputs [x (B, N, D), z (B, noise)],
+    and the labels (B,) with num_classes."""
 
     def _make_norm(self, name):
-        return SMLayerNorm(self.epsilon, self.initializer, name=name,
+        return SMLayerNorm(self.epsilon, self.initializer, self.num_classes, name=name,
                            dtype=island_dtype('norms', self.float32_islands))
 
     def build(self, input_shape):
-        x_shape, _ = input_shape
+        x_shape = input_shape[0]
         self.norm1.build(input_shape)
         self.attn.build(x_shape)
         self.norm2.build(input_shape)
         self.mlp.build(x_shape)
 
     def call(self, inputs):
-        x, z = inputs
+        x, conditioning = inputs[0], list(inputs[1:])  # [z] or [z, labels]
         x = self._stream(x)
-        attn_out, attn_map = self.attn(self.norm1([x, z]))
+        attn_out, attn_map = self.attn(self.norm1([x] + conditioning))
         h = x + self._stream(attn_out)
         # No residual around the MLP: the official code (and the released checkpoints) do this.
-        return self.mlp(self.norm2([h, z])), attn_map
+        return self.mlp(self.norm2([h] + conditioning)), attn_map
 
 
 @keras.saving.register_keras_serializable('ladagan')

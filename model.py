@@ -4,6 +4,14 @@
                                             [attn_8 (B, H0, 64), attn_16 (B, H1, 256),
                                              attn_32 (B, H2, 1024)])
     discriminator(images, training=False) -> logits (B, 25) float32 (a 5x5 map per image)
+    generator(z, labels=classes), discriminator(images, labels=classes)   # num_classes > 0
+
+With num_classes (config `conditional`) the class enters G through added embeddings where z
+enters (class_input 'projections': added to the first projection of z to tokens and to every
+self-modulation's; 'noise': one added to z), and D through a projection (Miyato and Koyama
+2018): each of its 25 logits gains the inner product of its 4x4 patch of features, the logit
+layer's input, with the class's embedding. Every weight of the unconditional networks keeps its
+shape; the embeddings start random (docs/conditional.md).
 
 The constructor keywords are the official ones. Attribute names follow the official code so that
 official checkpoints map one to one (see official.load_official_checkpoint).
@@ -20,7 +28,8 @@ import tensorflow as tf
 from keras import layers
 
 import config as config_lib
-from ladaformer import DiscriminatorBlock, GeneratorBlock, PositionEmbedding, island_dtype
+from ladaformer import (ClassEmbedding, DiscriminatorBlock, GeneratorBlock, PositionEmbedding,
+                        island_dtype)
 
 
 
@@ -79,7 +88,8 @@ class Generator(keras.Model):
 
     def __init__(self, img_size=32, model_dim=(1024, 256, 64), heads=(4, 4, 4),
                  mlp_dim=(512, 512, 512), initializer='orthogonal', dec_dim=False,
-                 attention='lada', noise_dim=128, float32_islands=(), **kwargs):
+                 attention='lada', noise_dim=128, float32_islands=(), num_classes=0,
+                 class_input='projections', **kwargs):
         super().__init__(**kwargs)
         config_lib.check_generator_shape(img_size, model_dim, heads, mlp_dim, dec_dim)
         self.img_size = img_size
@@ -91,24 +101,34 @@ class Generator(keras.Model):
         self.attention = attention
         self.noise_dim = noise_dim
         self.float32_islands = list(float32_islands)
+        self.num_classes, self.class_input = num_classes, class_input
         islands = self.float32_islands
         d0, d1, d2 = self.model_dim
         self.init = layers.Dense(64 * d0, use_bias=False, kernel_initializer=initializer,
                                  name='init')
+        # The class: added to z, or to each projection of z (here and in every block's norms).
+        block_classes = num_classes if class_input == 'projections' else 0
+        if num_classes:
+            self.class_embedding = ClassEmbedding(
+                num_classes, 64 * d0 if block_classes else noise_dim, initializer=initializer,
+                name='class_embedding')
         residual = island_dtype('residual', islands)
         self.pos_emb_8 = PositionEmbedding(64, d0, initializer, name='pos_emb_8', dtype=residual)
         self.block_8 = GeneratorBlock(d0, heads[0], mlp_dim[0], initializer, attention,
-                                      float32_islands=islands, name='block_8')
+                                      float32_islands=islands, num_classes=block_classes,
+                                      name='block_8')
         self.conv_8 = _conv(d1, 3, initializer, 'conv_8')
         self.pos_emb_16 = PositionEmbedding(256, d1, initializer, name='pos_emb_16',
                                             dtype=residual)
         self.block_16 = GeneratorBlock(d1, heads[1], mlp_dim[1], initializer, attention,
-                                       float32_islands=islands, name='block_16')
+                                       float32_islands=islands, num_classes=block_classes,
+                                       name='block_16')
         self.conv_16 = _conv(d2, 3, initializer, 'conv_16')
         self.pos_emb_32 = PositionEmbedding(1024, d2, initializer, name='pos_emb_32',
                                             dtype=residual)
         self.block_32 = GeneratorBlock(d2, heads[2], mlp_dim[2], initializer, attention,
-                                       float32_islands=islands, name='block_32')
+                                       float32_islands=islands, num_classes=block_classes,
+                                       name='block_32')
         # Conv decoder: per stage nearest x2 -> Conv3x3 -> BN -> LeakyReLU(0.2). Each layer is
         # its own attribute: tf.train.Checkpoint does not follow Keras-tracked Python lists.
         for i, filters in enumerate(self.dec_dim or []):
@@ -118,6 +138,12 @@ class Generator(keras.Model):
         # The 'rgb' island: bfloat16's spacing near 1 is 2^-7, one 8-bit level of a saved image.
         self.ch_conv = _conv(3, 3, initializer, 'ch_conv', dtype=island_dtype('rgb', islands))
         self.build((None, noise_dim))
+
+    @property
+    def _default_save_signature(self):
+        # tf.saved_model.save traces every Keras model it saves with z alone; a conditional G
+        # needs its labels too, and export.py's module gives the signature that takes them.
+        return None if self.num_classes else super()._default_save_signature
 
     @property
     def dec_convs(self):
@@ -136,18 +162,27 @@ class Generator(keras.Model):
         for conv, filters in zip(self.dec_convs, self.dec_dim or []):
             conv.build((None, side, side, channels))  # its kernel is read, the layer not called
             side, channels = 2 * side, filters
-        self(tf.zeros([1, self.noise_dim]), training=False)
+        labels = tf.zeros([1], tf.int32) if self.num_classes else None
+        self(tf.zeros([1, self.noise_dim]), training=False, labels=labels)
 
-    def call(self, z, training=False):
+    def call(self, z, training=False, labels=None):
         z = tf.cast(z, self.compute_dtype)
-        x = tf.reshape(self.init(z), [-1, 64, self.model_dim[0]])      # (B, 64, D0)
-        x, attn_8 = self.block_8([self.pos_emb_8(x), z])
+        if self.num_classes and labels is None:
+            raise ValueError(f'{self.name} is class-conditional: call it with labels')
+        if self.num_classes and self.class_input == 'noise':
+            z = z + self.class_embedding(labels)
+        x, conditioning = self.init(z), [z]                             # (B, 64 * D0)
+        if self.num_classes and self.class_input == 'projections':
+            x = x + self.class_embedding(labels)
+            conditioning = [z, labels]
+        x = tf.reshape(x, [-1, 64, self.model_dim[0]])                  # (B, 64, D0)
+        x, attn_8 = self.block_8([self.pos_emb_8(x)] + conditioning)
         x = self.conv_8(pixel_shuffle(x, 8))                            # (B, 16, 16, D1)
         x = tf.reshape(x, [-1, 256, self.model_dim[1]])
-        x, attn_16 = self.block_16([self.pos_emb_16(x), z])
+        x, attn_16 = self.block_16([self.pos_emb_16(x)] + conditioning)
         x = self.conv_16(pixel_shuffle(x, 16))                          # (B, 32, 32, D2)
         x = tf.reshape(x, [-1, 1024, self.model_dim[2]])
-        x, attn_32 = self.block_32([self.pos_emb_32(x), z])
+        x, attn_32 = self.block_32([self.pos_emb_32(x)] + conditioning)
         x = tf.reshape(x, [-1, 32, 32, self.model_dim[2]])
         for conv, norm in zip(self.dec_convs, self.dec_norms):
             # Conv2D layers hold the weights (official names); applied after a virtual upsample.
@@ -164,6 +199,7 @@ class Generator(keras.Model):
                 'mlp_dim': self.mlp_dim, 'initializer': self.initializer,
                 'dec_dim': self.dec_dim, 'attention': self.attention,
                 'noise_dim': self.noise_dim, 'float32_islands': self.float32_islands,
+                'num_classes': self.num_classes, 'class_input': self.class_input,
                 'name': self.name}
 
 
@@ -209,7 +245,7 @@ class Discriminator(keras.Model):
 
     def __init__(self, img_size=32, enc_dim=(128, 256), out_dim=(512, 1024), mlp_dim=512,
                  heads=4, initializer='orthogonal', attention='lada', float32_islands=(),
-                 **kwargs):
+                 num_classes=0, **kwargs):
         super().__init__(**kwargs)
         config_lib.check_discriminator_shape(img_size, enc_dim, out_dim, heads)
         self.img_size = img_size
@@ -220,6 +256,7 @@ class Discriminator(keras.Model):
         self.initializer = initializer
         self.attention = attention
         self.float32_islands = list(float32_islands)
+        self.num_classes = num_classes
         self.inp_conv = _conv(enc_dim[0], 3, initializer, 'inp_conv', use_bias=False)
         # One attribute per block: tf.train.Checkpoint does not follow Keras-tracked lists.
         for i, filters in enumerate(enc_dim[1:]):
@@ -234,6 +271,13 @@ class Discriminator(keras.Model):
         # The 'logits' island: the last 4x4 conv to one channel, 25 logits per image.
         self.out_conv2 = _conv(1, 4, initializer, 'out_conv2', use_bias=False, padding='valid',
                                dtype=island_dtype('logits', float32_islands))
+        if num_classes:  # the projection: one 4x4 patch of out_dim[1] features per class
+            # Rows of about unit norm, as out_conv2's orthogonal kernel: a class moves the
+            # logits as much as the features do.
+            self.class_projection = ClassEmbedding(
+                num_classes, 16 * out_dim[1], stddev=(16 * out_dim[1]) ** -0.5,
+                initializer=initializer, name='class_projection',
+                dtype=island_dtype('logits', float32_islands))
         self.build((None, img_size, img_size, 3))
 
     @property
@@ -244,29 +288,43 @@ class Discriminator(keras.Model):
     def blocks(self):
         """D's blocks counted from the image, as FreezeD (freeze_d) counts them: the input
         conv, each down block, the Transformer (position embedding and Lada block), the head."""
+        head = [self.conv_4, self.out_conv1, self.out_conv2] + (
+            [self.class_projection] if self.num_classes else [])
         return ([[self.inp_conv]] + [[down] for down in self.encoder]
-                + [[self.pos_emb_8, self.block_8], [self.conv_4, self.out_conv1, self.out_conv2]])
+                + [[self.pos_emb_8, self.block_8], head])
 
     def build(self, input_shape):
         super().build(input_shape)
-        self(tf.zeros([1, self.img_size, self.img_size, 3]), training=False)
+        labels = tf.zeros([1], tf.int32) if self.num_classes else None
+        self(tf.zeros([1, self.img_size, self.img_size, 3]), training=False, labels=labels)
 
-    def call(self, images, training=False):
+    def call(self, images, training=False, labels=None):
         x = tf.nn.leaky_relu(self.inp_conv(tf.cast(images, self.compute_dtype)), 0.2)
         for down in self.encoder:
             x = down(x, training=training)                               # -> (B, 16, 16, E)
         x = tf.reshape(x, [-1, 256, self.enc_dim[-1]])
         x, _ = self.block_8(self.pos_emb_8(x))
         x = tf.nn.space_to_depth(tf.reshape(x, [-1, 16, 16, self.enc_dim[-1]]), 2)  # 8x8x4E
-        x = tf.nn.leaky_relu(self.out_conv1(self.conv_4(x)), 0.2)
-        logits = self.out_conv2(x)                                       # (B, 5, 5, 1)
-        return tf.reshape(tf.cast(logits, tf.float32), [-1, 25])
+        x = tf.nn.leaky_relu(self.out_conv1(self.conv_4(x)), 0.2)       # (B, 8, 8, F)
+        logits = tf.reshape(tf.cast(self.out_conv2(x), tf.float32), [-1, 25])  # (B, 5, 5, 1)
+        if self.num_classes:
+            if labels is None:
+                raise ValueError(f'{self.name} is class-conditional: call it with labels')
+            # Each logit's 4x4 patch of features, as the logit conv reads it, dotted with the
+            # class's embedding (a per-class 4x4 kernel beside out_conv2's).
+            patches = tf.image.extract_patches(x, [1, 4, 4, 1], [1, 1, 1, 1], [1, 1, 1, 1],
+                                               'VALID')                 # (B, 5, 5, 16F)
+            embedded = self.class_projection(labels)                     # (B, 16F)
+            patches = tf.cast(patches, embedded.dtype)
+            logits += tf.cast(tf.reshape(tf.einsum('bijk,bk->bij', patches, embedded),
+                                         [-1, 25]), tf.float32)
+        return logits
 
     def get_config(self):
         return {'img_size': self.img_size, 'enc_dim': self.enc_dim, 'out_dim': self.out_dim,
                 'mlp_dim': self.mlp_dim, 'heads': self.heads, 'initializer': self.initializer,
                 'attention': self.attention, 'float32_islands': self.float32_islands,
-                'name': self.name}
+                'num_classes': self.num_classes, 'name': self.name}
 
 
 @contextlib.contextmanager
@@ -298,7 +356,7 @@ def build_generator(conf, name='generator', initialize=True):
                          initializer=conf.g_initializer if initialize else 'zeros',
                          dec_dim=conf.dec_dim, attention=conf.attention,
                          noise_dim=conf.noise_dim, float32_islands=float32_islands(conf),
-                         name=name)
+                         num_classes=conf.num_classes, class_input=conf.class_input, name=name)
 
 
 def build_discriminator(conf, name='discriminator', initialize=True):
@@ -307,7 +365,7 @@ def build_discriminator(conf, name='discriminator', initialize=True):
                              out_dim=conf.d_out_dim, mlp_dim=conf.d_mlp, heads=conf.d_heads,
                              initializer=conf.d_initializer if initialize else 'zeros',
                              attention=conf.attention, float32_islands=float32_islands(conf),
-                             name=name)
+                             num_classes=conf.num_classes, name=name)
 
 
 def frozen_weight_paths(discriminator, freeze_d):

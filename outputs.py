@@ -22,12 +22,13 @@ def side_job(what, function, *args, **kwargs):
         return None
 
 
-def write_pictures(run_dir, run_log, generator, noise, n_images, plot_size):
+def write_pictures(run_dir, run_log, generator, noise, n_images, plot_size, labels=None):
     """After the save at `n_images`: the grid and attention maps of `generator` (the EMA
-    generator) on the fixed `noise` (64, noise_dim) in RUN/samples/, the grid in TensorBoard
-    (run_log: checkpoints.RunLog), RUN/loss_curves.png and RUN/report.html."""
+    generator) on the fixed `noise` (64, noise_dim) (and a conditional generator's `labels`)
+    in RUN/samples/, the grid in TensorBoard (run_log: checkpoints.RunLog),
+    RUN/loss_curves.png and RUN/report.html."""
     samples_dir = os.path.join(run_dir, 'samples')
-    images, attn_maps = generator(noise, training=False)
+    images, attn_maps = generator(noise, training=False, labels=labels)
     images = images.numpy()  # (64, S, S, 3) in [-1, 1]
     grid = side_job('the sample grid', plots.save_image_grid, images,
                     os.path.join(samples_dir, f'grid_{n_images:010d}.png'))

@@ -174,6 +174,8 @@ _LOSS_PANELS = (
     ('Discriminator logit means', ('real_logits_mean', 'fake_logits_mean')),
     ('Consistency loss (bCR)', ('cr',)),
     ('FID', ('fid',)),
+    ('Class accuracy of generated images (kNN; the real images\' beside it)',
+     ('class_accuracy', 'class_accuracy_ceiling')),
     ('float16 loss scales', ('d_loss_scale', 'g_loss_scale')),
     ('float16 steps skipped so far', ('skipped_steps',)),
 )

@@ -265,6 +265,7 @@ def write_statistics(folder, num=0):
     of its first `num` images (0: all), as fid.py --save_stats writes them; returns what
     prepare.json records of them."""
     cli.import_tensorflow_quietly()
+    import distances
     import fid
     import inception
     pixels = store.open_store(os.path.join(folder, store.PREPARED_PIXELS))
@@ -281,7 +282,7 @@ def write_statistics(folder, num=0):
                 part = batch[offset:offset + 50]
                 features[start + offset:start + offset + len(part)] = extractor(part)
             bar.update(len(batch))
-    mu, sigma = fid.activation_statistics(features)
+    mu, sigma = distances.activation_statistics(features)
     fid.save_statistics(os.path.join(folder, STATS_FILE), mu, sigma, backbone='standard',
                         n_images=total, reference='prepare.py', img_size=pixels.img_size)
     return dict(file=STATS_FILE, images=total, backbone='standard')
@@ -367,8 +368,8 @@ def main(argv=None):
             source_path = download_cifar10()
         if args.stats:
             cli.import_tensorflow_quietly()
-            import inception
-            inception.resolve_inception_weights(download=True)  # before the work, not after
+            import fid_weights
+            fid_weights.resolve_inception_weights(download=True)  # before the work, not after
         source = sources.open_source(source_path, args.split, args.labels)
         check_sample(source, size, transform, resize_filter)
         _remove_stale_partials(args.dest)

@@ -102,8 +102,9 @@ def _summary(model_dir, records):
         images, best, record = min(fids, key=lambda item: item[1])
         rows += [('best FID', f'{best:.3f} at {images:,} images'),
                  ('latest FID', f'{fids[-1][1]:.3f} at {fids[-1][0]:,} images')]
-        rows += [(name, f'{record[name]:.4f} at the best FID') for name in
-                 ('precision', 'recall', 'density', 'coverage') if name in record]
+        rows += [(name.replace('_', ' '), f'{record[name]:.4f} at the best FID') for name in
+                 ('precision', 'recall', 'density', 'coverage', 'class_accuracy',
+                  'class_accuracy_ceiling') if name in record]
     return rows, [(images, fid) for images, fid, _ in fids]
 
 

@@ -78,7 +78,7 @@ def class_of(relative_path):
     return folders[0] if folders else None
 
 
-def _labels_from_folders(names, where):
+def labels_from_folders(names, where):
     """(label per name, class names): classes are the sorted class folders."""
     classes = [class_of(name) for name in names]
     missing = [name for name, found in zip(names, classes) if found is None]
@@ -112,9 +112,15 @@ def _labels_from_json(names, text, where):
                             'an integer class of 0 or more, or prepare with --labels none')
         labels.append(label)
     class_names = document.get('class_names') if isinstance(document, dict) else None
-    count = max(labels) + 1
-    if not (isinstance(class_names, list) and len(class_names) >= count):
-        class_names = [str(index) for index in range(count)]
+    if isinstance(class_names, list):  # then every label must name one of them
+        beyond = next((name for name, label in zip(names, labels)
+                       if label >= len(class_names)), None)
+        if beyond is not None:
+            raise UserError(f'{beyond!r} has the label {table[beyond]} in the dataset.json of '
+                            f'{where}, which names {len(class_names)} classes (0 to '
+                            f'{len(class_names) - 1}): fix the label or the class names')
+    else:
+        class_names = [str(index) for index in range(max(labels) + 1)]
     return labels, [str(name) for name in class_names]
 
 
@@ -131,7 +137,7 @@ class _NamedFiles(Source):
         if labels == 'none':
             self.labels = [None] * len(names)
         elif labels == 'folders':
-            self.labels, self.class_names = _labels_from_folders(names, self.path)
+            self.labels, self.class_names = labels_from_folders(names, self.path)
         else:
             self.labels, self.class_names = _labels_from_json(names, json_text, self.path)
             if self.labels is None:

@@ -200,6 +200,12 @@ def prepared_store(folder, img_size, center_crop):
     return open_store(os.path.join(folder, PREPARED_PIXELS))
 
 
+def prepared_store_labels(folder):
+    """The class of each image of a prepared set (int32), or None when it has no labels."""
+    path = os.path.join(folder, PREPARED_PIXELS, 'labels.npy')
+    return np.load(path) if os.path.isfile(path) else None
+
+
 def layout_name(index):
     """A prepared set's PNG of image `index`: NVIDIA's dataset_tool.py layout, 1,000 a folder."""
     name = f'{index:08d}'
@@ -286,8 +292,10 @@ def cached_store(files, img_size, center_crop=False, show_progress=True):
             raise UserError(f'None of the {len(files)} image files could be decoded '
                             f'(e.g. {skipped[0][0]!r}: {skipped[0][1]}).')
         data.warn_skipped(skipped, len(files))
+        skipped_paths = {path for path, _ in skipped}
         writer.close(files=len(files), skipped=[path for path, _ in skipped[:20]],
-                     skipped_count=len(skipped))
+                     skipped_count=len(skipped),
+                     skipped_indices=[i for i, path in enumerate(files) if path in skipped_paths])
         try:
             os.rename(temporary, folder)
         except OSError:  # another process (a worker of the same run) made it first

@@ -68,25 +68,26 @@ def option_defaults(known):
             'metrics_inter': 100, 'max_ckpt_to_keep': 2}
 
 
-def make_fid_evaluator(conf, eval_source):
+def make_fid_evaluator(conf, eval_source, class_counts=None):
     """A callable generator -> FID, or None (with one printed line) when FID cannot run."""
     try:
-        return fid_lib.training_evaluator(conf, eval_source)
+        return fid_lib.training_evaluator(conf, eval_source, class_counts)
     except (UserError, OSError, RuntimeError) as err:
         tqdm.write(f'FID disabled: {err}')
         return None
 
 
 def train(conf, model_dir, options, record, strategy=None, init=None, data_cache=True,
-          started=None):
+          started=None, class_counts=None):
     """Train (or resume) the run in `model_dir` with the resolved `options` (see
     checkpoints.resolve_options); `record` is the run.json the chief writes before the first
     step; `init`: the weights a run with no checkpoint starts from (checkpoints.init_weights);
     data_cache=False decodes image folders into memory instead of the image cache (store.py);
-    `started`: the time.perf_counter() the command started at, for the start-up line.
+    `started`: the time.perf_counter() the command started at, for the start-up line;
+    `class_counts`: a conditional run's images of each class (resolve_classes).
     Returns the Trainer."""
     strategy = strategy or tf.distribute.get_strategy()
-    trainer = Trainer(conf, model_dir, options, strategy, init)
+    trainer = Trainer(conf, model_dir, options, strategy, init, class_counts)
     if init and not trainer.ckpts.resume_from:
         print(f'G, its EMA and D start from {record["init_from"]["checkpoint"]}; the optimizers, '
               'counters, RNG and FID history start fresh')
@@ -102,7 +103,7 @@ def train(conf, model_dir, options, record, strategy=None, init=None, data_cache
     if options['fid_inter'] and trainer.chief:
         # The real statistics are computed (or loaded) now, not in the middle of the run.
         trainer.fid_evaluator = make_fid_evaluator(
-            conf, checkpoints.fid_reference_of(options, conf.img_size))
+            conf, checkpoints.fid_reference_of(options, conf.img_size), class_counts)
     trainer.finish_pending_evaluation()
     trainer.started = started
     trainer.run(make_dataset)
@@ -174,6 +175,21 @@ def parse_args(argv=None):
     return args
 
 
+def resolve_classes(conf, options, record):
+    """(conf, images of each class) of a conditional run: its classes are its training set's
+    labels (batches.class_counts), recorded in run.json; a resumed run's must be its data's."""
+    images = checkpoints.training_images_of(options, conf.img_size)
+    names, counts = batches.class_counts(images)
+    if conf.num_classes and conf.num_classes != len(names):
+        raise UserError(f'the run has num_classes={conf.num_classes} but its training set {images} '
+                        f'has {len(names)} classes: train on the data it was trained on, or use a '
+                        'new --model_dir')
+    record['classes'] = list(names)
+    print(f'Classes: {len(names)} ({", ".join(names[:10])}{", ..." if len(names) > 10 else ""}); '
+          f'images of each: {counts.min():,} to {counts.max():,}')
+    return conf.replace(num_classes=len(names)), counts
+
+
 def check_data(options, conf, args):
     """Refuse missing, empty or too small training and FID image sets (UserError), saying when
     a path came from the run's record; the built-in demo set (file_pattern None) is enough."""
@@ -231,6 +247,9 @@ def main(argv=None, started=None):
             print(f'notice: {notice}')
         # Bad input is refused here, before anything in --model_dir is created or changed.
         check_data(options, conf, args)
+        class_counts = None
+        if conf.conditional:
+            conf, class_counts = resolve_classes(conf, options, record)
         # Multi-worker strategies must exist before any other TensorFlow op runs.
         strategy = distribute.make_strategy(args.strategy)
         if resumed:
@@ -240,7 +259,7 @@ def main(argv=None, started=None):
         # Weights are drawn from Keras' global seed, so --seed must set it for runs to repeat.
         keras.utils.set_random_seed(conf.seed)
         train(conf, args.model_dir, options, record, strategy, init,
-              data_cache=not args.no_data_cache, started=started)
+              data_cache=not args.no_data_cache, started=started, class_counts=class_counts)
     except UserError as err:
         print(f'error: {err}', file=sys.stderr)
         return 2

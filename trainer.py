@@ -29,6 +29,25 @@ class TrainingDivergedError(RuntimeError):
     """A non-finite loss or weight during training; the CLI reports it and exits with code 1."""
 
 
+def run_state():
+    """The run's own counters, checkpointed beside the networks and optimizers."""
+    return dict(
+        fid=tf.Variable(float('nan'), name='fid'),
+        best_fid=tf.Variable(float('inf'), name='best_fid'),
+        # Wall-clock seconds spent in training steps (not in FID, saves or plots), across
+        # resumes: what time-to-FID is measured in.
+        train_seconds=tf.Variable(0.0, dtype=tf.float64, name='train_seconds'),
+        # Images seen at the save made for an evaluation (written before it), and at the last
+        # evaluation whose outcome is counted: unequal, it did not finish.
+        evaluating=tf.Variable(0, dtype=tf.int64, name='evaluating'),
+        evaluated=tf.Variable(0, dtype=tf.int64, name='evaluated'),
+        # The data order the run draws its images in (batches.DataOrder: version 2, a function
+        # of the step); 0 in a checkpoint written before it existed.
+        data_order=tf.Variable(0, dtype=tf.int64, name='data_order'),
+        **{f'guard_{name}': tf.Variable(0, dtype=tf.int64, name=f'guard_{name}')
+           for name in guard_lib.COUNTERS})
+
+
 class Trainer:
     """One run's training loop and what it keeps between steps: the GAN, the metric log, the
     schedule and the training clock. Three pieces it drives live elsewhere, by name: the
@@ -36,7 +55,7 @@ class Trainer:
     on NaNs and FID (guard.Guard, carried out here), and what an evaluation produces (the FID
     of fid.training_evaluator; the pictures and the report of outputs.write_pictures)."""
 
-    def __init__(self, conf, model_dir, options, strategy, init=None):
+    def __init__(self, conf, model_dir, options, strategy, init=None, class_counts=None):
         self.conf, self.model_dir, self.options, self.strategy = conf, model_dir, options, strategy
         self.chief = distribute.is_chief(strategy)
         self.write_dir = model_dir if self.chief else os.path.join(
@@ -49,33 +68,22 @@ class Trainer:
         init = None if self.ckpts.resume_from else init
         if init:
             stored = checkpoints.NETWORKS
+            if conf.num_classes and not any(map(checkpoints.is_class_weight, init['generator'])):
+                stored = ()  # from a run without classes: its class embeddings start random
         with strategy.scope():
             generator = model_lib.build_generator(conf, initialize='generator' not in stored)
             discriminator = model_lib.build_discriminator(
                 conf, initialize='discriminator' not in stored)
-            state = dict(
-                fid=tf.Variable(float('nan'), name='fid'),
-                best_fid=tf.Variable(float('inf'), name='best_fid'),
-                # Wall-clock seconds spent in training steps (not in FID, saves or plots),
-                # across resumes: what time-to-FID is measured in.
-                train_seconds=tf.Variable(0.0, dtype=tf.float64, name='train_seconds'),
-                # Images seen at the save made for an evaluation (written before it), and at
-                # the last evaluation whose outcome is counted: unequal, it did not finish.
-                evaluating=tf.Variable(0, dtype=tf.int64, name='evaluating'),
-                evaluated=tf.Variable(0, dtype=tf.int64, name='evaluated'),
-                # The data order the run draws its images in (batches.DataOrder: version 2, a
-                # function of the step); 0 in a checkpoint written before it existed.
-                data_order=tf.Variable(0, dtype=tf.int64, name='data_order'),
-                **{f'guard_{name}': tf.Variable(0, dtype=tf.int64, name=f'guard_{name}')
-                   for name in guard_lib.COUNTERS})
+            state = run_state()
         self.state = state
         print(f'G: {model_lib.count_params(generator):,} parameters, '
               f'D: {model_lib.count_params(discriminator):,}; '
               f'{strategy.num_replicas_in_sync} replica(s)')
-        self.gan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy)
+        # A conditional run draws the classes G makes as often as its training set holds them.
+        self.gan = gan.LadaGAN(generator, discriminator, conf, strategy=strategy,
+                               class_frequencies=class_counts)
         for name, values in (init or {}).items():  # optimizers, counters, RNG start fresh
-            for weight, value in zip(getattr(self.gan, name).weights, values):
-                weight.assign(value)
+            checkpoints.assign_weights(getattr(self.gan, name), values)
         step_mode = ('XLA (TPU)' if isinstance(strategy, tf.distribute.TPUStrategy) else
                      'XLA' if self.gan.xla else 'TensorFlow kernels, no XLA')
         print(f'train step: {step_mode} (jit={conf.jit})')
@@ -86,6 +94,9 @@ class Trainer:
         self.guard = guard_lib.Guard(conf)
         self.sample_noise = np.random.default_rng(conf.test_seed).standard_normal(
             [64, conf.noise_dim]).astype(np.float32)
+        # A conditional run's grid: a row of 8 images per class (the first 8 classes).
+        self.sample_labels = (np.arange(64) // 8 % conf.num_classes).astype(np.int32) if (
+            conf.num_classes) else None
         self.fid_evaluator = None
         self.step = self.saved_step = 0
         self.stop_signal, self.stop_agreed = None, False  # this process's; any worker's
@@ -179,12 +190,13 @@ class Trainer:
             while self.step < total_iter and not self._stop_agreed() and not self.finished:
                 if self.data_iter is None:  # a new run, a resume, or a restore that rewound it
                     self.data_iter = iter(make_dataset(self.step))
-                real_images = next(self.data_iter)
+                batch = next(self.data_iter)  # images, or (images, labels) when conditional
                 if self.started is not None:  # the first batch of this command
                     tqdm.write(f'First batch ready {time.perf_counter() - self.started:.1f} s '
                                'after the command started')
                     self.started = None
-                metrics = self.gan.train_step(real_images)
+                images, labels = batch if self.conf.num_classes else (batch, None)
+                metrics = self.gan.train_step(images, real_labels=labels)
                 if self.gan.took_r1:
                     self.latest_r1 = metrics['gp']  # a reference: read only when logged
                 self.step += 1
@@ -302,7 +314,8 @@ class Trainer:
     def _after_save(self, n_images, note):
         if self.chief:  # the pictures and the report (outputs.py: side jobs, never fatal)
             outputs.write_pictures(self.model_dir, self.log, self.gan.ema_generator,
-                                   self.sample_noise, n_images, self.conf.plot_size)
+                                   self.sample_noise, n_images, self.conf.plot_size,
+                                   self.sample_labels)
         tqdm.write(f'{n_images:,} images: checkpoint saved {note}')
 
     def _save_on_signal(self, metrics):

@@ -105,11 +105,12 @@ def fresh_ema_source(source, out):
     import tensorflow as tf
     info = checkpoints.init_source(source)
     nets = checkpoints.init_weights(info, info['conf'], 'the source')
-    nets['ema_generator'] = nets['generator']
     built = checkpoints.networks(info['conf'])
-    for name, values in nets.items():
-        for weight, value in zip(built[name].weights, values):
-            weight.assign(value)
+    for name in nets:
+        checkpoints.assign_weights(built[name], nets[name])
+    # G's weights into the EMA generator.
+    checkpoints.assign_weights(built['ema_generator'], nets['generator'],
+                               rename=('generator/', 'ema_generator/'))
     os.makedirs(folder + '.partial')
     shutil.copy(os.path.join(source, 'config.json'), folder + '.partial')
     tf.train.CheckpointManager(tf.train.Checkpoint(**built), os.path.join(

@@ -22,7 +22,9 @@ import cli  # noqa: E402
 # process prints them).
 cli.import_tensorflow_quietly()
 
+import fid_weights as fid_weights_module  # noqa: E402
 import inception  # noqa: E402
+from config import UserError  # noqa: E402
 
 
 def pytest_collection_modifyitems(config, items):
@@ -97,8 +99,8 @@ def fid_weights():
     A test that needs them asks for this fixture (or for `standard_extractor`): without them,
     that test alone is skipped, saying what to install. CI must have them: there it fails."""
     try:
-        return inception.resolve_inception_weights(download=False)
-    except inception.UserError as error:
+        return fid_weights_module.resolve_inception_weights(download=False)
+    except UserError as error:
         message = f'needs the FID Inception weights: {error}'
         if os.environ.get('CI'):
             pytest.fail(f'CI {message}')

@@ -8,6 +8,7 @@ import pytest
 
 import benchmark
 import benchmark_data
+import benchmark_steps
 import cli
 from test_readme_commands import QUICK_BENCHMARK, run_command
 
@@ -36,6 +37,18 @@ def test_the_table_and_the_cpu_model():
     assert 'tiny: train step' in table and '123.5' in table and 'img/s' in table
     machine = cli.cpu_model()
     assert machine.split(', ')[1].endswith(' cores') and machine.split(', ')[0]
+
+
+def test_compared_steps_alternate_after_one_untimed_call_each():
+    """The speed ratios (conditional against unconditional, precisions) rest on timing the steps
+    in turn, round by round, after each has compiled: a drift of the machine's speed then falls
+    on both alike."""
+    calls = []
+    steps = {name: (lambda real, name=name: calls.append((name, real))) for name in ('a', 'b')}
+    times = benchmark_steps.alternating_times(steps, 'batch', rounds=3)
+    assert calls == [('a', 'batch'), ('b', 'batch')] * 4
+    assert {name: len(seconds) for name, seconds in times.items()} == {'a': 3, 'b': 3}
+    assert all(value >= 0 for seconds in times.values() for value in seconds)
 
 
 def test_a_child_of_a_large_process_reports_its_own_peak_memory():

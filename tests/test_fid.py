@@ -1,5 +1,5 @@
-"""fid.py: FID and KID values, the reference-statistics cache shared across runs, the in-training
-evaluator and the command line."""
+"""fid.py and distances.py: FID and KID values, the reference-statistics cache shared across
+runs, the in-training evaluator and the command line."""
 
 import glob
 import os
@@ -13,6 +13,7 @@ import scipy.linalg
 
 import config
 import data
+import distances
 import fid
 
 REPO_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +28,7 @@ def set_features(standard_extractor, fid_image_sets):
 
 
 def _fid(features_a, features_b):
-    return fid.frechet_distance(*fid.activation_statistics(features_a), *fid.activation_statistics(features_b))
+    return distances.frechet_distance(*distances.activation_statistics(features_a), *distances.activation_statistics(features_b))
 
 
 def test_fid_of_a_set_with_itself_is_zero(set_features, standard_extractor, fid_image_sets):
@@ -58,8 +59,8 @@ def test_frechet_distance_matches_scipy_sqrtm(dim):
     rng = np.random.default_rng(dim)
     features_a = rng.standard_normal((4 * dim, dim)) @ rng.standard_normal((dim, dim)) * 0.3
     features_b = rng.standard_normal((4 * dim, dim)) * 1.2 + 0.1
-    stats = (*fid.activation_statistics(features_a), *fid.activation_statistics(features_b))
-    assert fid.frechet_distance(*stats) == pytest.approx(_scipy_fid(*stats), rel=1e-6)
+    stats = (*distances.activation_statistics(features_a), *distances.activation_statistics(features_b))
+    assert distances.frechet_distance(*stats) == pytest.approx(_scipy_fid(*stats), rel=1e-6)
 
 
 def test_frechet_distance_with_singular_covariances():
@@ -67,18 +68,18 @@ def test_frechet_distance_with_singular_covariances():
     # tr sqrtm(S1 S2) is the nuclear norm of Xc Yc^T / sqrt((n-1)(m-1)).
     rng = np.random.default_rng(1)
     features_a, features_b = rng.standard_normal((40, 128)), rng.standard_normal((50, 128)) + 0.2
-    mu_a, sigma_a = fid.activation_statistics(features_a)
-    mu_b, sigma_b = fid.activation_statistics(features_b)
+    mu_a, sigma_a = distances.activation_statistics(features_a)
+    mu_b, sigma_b = distances.activation_statistics(features_b)
     centred_a, centred_b = features_a - mu_a, features_b - mu_b
     nuclear = np.linalg.svd(centred_a @ centred_b.T, compute_uv=False).sum() / np.sqrt(39 * 49)
     reference = (mu_a - mu_b) @ (mu_a - mu_b) + np.trace(sigma_a) + np.trace(sigma_b) - 2 * nuclear
-    assert fid.frechet_distance(mu_a, sigma_a, mu_b, sigma_b) == pytest.approx(reference, rel=1e-6)
-    assert fid.frechet_distance(mu_a, sigma_a, mu_a, sigma_a) == pytest.approx(0.0, abs=1e-6)
+    assert distances.frechet_distance(mu_a, sigma_a, mu_b, sigma_b) == pytest.approx(reference, rel=1e-6)
+    assert distances.frechet_distance(mu_a, sigma_a, mu_a, sigma_a) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_frechet_distance_falls_back_to_eps(monkeypatch):
     calls = []
-    real_trace = fid._trace_sqrt_product
+    real_trace = distances._trace_sqrt_product
 
     def fails_once(sigma1, sigma2):
         calls.append(sigma1[0, 0])
@@ -86,32 +87,32 @@ def test_frechet_distance_falls_back_to_eps(monkeypatch):
             raise np.linalg.LinAlgError('did not converge')
         return real_trace(sigma1, sigma2)
 
-    monkeypatch.setattr(fid, '_trace_sqrt_product', fails_once)
+    monkeypatch.setattr(distances, '_trace_sqrt_product', fails_once)
     with pytest.warns(UserWarning, match='adding 1e-06'):
-        value = fid.frechet_distance(np.zeros(3), np.eye(3), np.ones(3), np.eye(3))
+        value = distances.frechet_distance(np.zeros(3), np.eye(3), np.ones(3), np.eye(3))
     assert value == pytest.approx(3.0, abs=1e-5) and calls[1] == pytest.approx(1 + 1e-6)
 
 
 def test_frechet_distance_rejects_bad_statistics():
     with pytest.raises(config.UserError, match='sigma must be'):
-        fid.frechet_distance(np.zeros(3), np.eye(2), np.zeros(3), np.eye(3))
+        distances.frechet_distance(np.zeros(3), np.eye(2), np.zeros(3), np.eye(3))
     with pytest.raises(config.UserError, match='NaN'):
-        fid.frechet_distance(np.zeros(2), np.full((2, 2), np.nan), np.zeros(2), np.eye(2))
+        distances.frechet_distance(np.zeros(2), np.full((2, 2), np.nan), np.zeros(2), np.eye(2))
 
 
 def test_kid_unbiased_and_shapes():
     rng = np.random.default_rng(0)
     same_a, same_b = rng.standard_normal((300, 32)), rng.standard_normal((300, 32))
-    mean, std = fid.kernel_inception_distance(same_a, same_b, num_subsets=20, subset_size=100)
+    mean, std = distances.kernel_inception_distance(same_a, same_b, num_subsets=20, subset_size=100)
     assert isinstance(mean, float) and isinstance(std, float) and std > 0
     assert abs(mean) < 3 * std + 1e-3
     shifted = rng.standard_normal((300, 32)) * 1.5 + 0.5
-    mean_diff, std_diff = fid.kernel_inception_distance(same_a, shifted, num_subsets=20, subset_size=100)
+    mean_diff, std_diff = distances.kernel_inception_distance(same_a, shifted, num_subsets=20, subset_size=100)
     assert mean_diff > 5 * std_diff and mean_diff > 100 * abs(mean)
     # subset_size larger than the sets is clipped to the set size
-    assert np.isfinite(fid.kernel_inception_distance(same_a[:5], shifted[:7], num_subsets=3)[0])
+    assert np.isfinite(distances.kernel_inception_distance(same_a[:5], shifted[:7], num_subsets=3)[0])
     with pytest.raises(config.UserError, match='same d'):
-        fid.kernel_inception_distance(same_a, shifted[:, :5])
+        distances.kernel_inception_distance(same_a, shifted[:, :5])
 
 
 # ---------------------------------------------------------------- training-time evaluator

