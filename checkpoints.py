@@ -92,15 +92,19 @@ def fid_reference_of(options, img_size):
     return options.get('eval_dir') or training_images_of(options, img_size)
 
 
-def resolve_config(model_dir, preset, overrides, new_run_preset=None):
+def resolve_config(model_dir, preset, overrides, new_run_preset=None, from_source=False):
     """(config, resumed, notices): the config stored in `model_dir` when it holds a run, else
-    `preset` (or `new_run_preset`) with the `overrides`. Resuming, a preset or override that
+    `preset` (or `new_run_preset`) with the `overrides`; None for a new run `from_source`
+    (--init_from) without a preset, whose config is the source's (starting_point), so that an
+    override is checked against the source's model. Resuming, a preset or override that
     contradicts the stored config is a UserError: hyperparameters do not change mid-run."""
     if os.path.exists(model_dir) and not os.path.isdir(model_dir):
         raise UserError(f'--model_dir {model_dir} is a file, not a folder: give a new folder for '
                         'a new run or an existing run folder to resume')
     stored_path = os.path.join(model_dir, 'config.json')
     if not os.path.exists(stored_path):
+        if from_source and preset is None:
+            return None, False, []
         return config_lib.make_config(preset or new_run_preset, **overrides), False, []
     try:
         with open(stored_path) as f:
@@ -503,6 +507,10 @@ def init_weights(info, conf, asked):
         except AssertionError as err:
             raise UserError(f'--init_from {info["source"]}: the checkpoint {info["prefix"]} does '
                             f'not hold all of G, its EMA and D ({_error_summary(err)})') from None
+        except (tf.errors.OpError, ValueError, IndexError) as err:  # cut short or overwritten
+            raise UserError(f'--init_from {info["source"]}: the checkpoint {info["prefix"]} '
+                            f'cannot be read ({_error_summary(err)}); give another run, or '
+                            'copy this one again') from None
     ours = networks(conf)
     for name in NETWORKS:
         own = [(w.path, tuple(w.shape)) for w in ours[name].weights

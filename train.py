@@ -232,7 +232,8 @@ def main(argv=None, started=None):
         # `python train.py` with no data and no config changes starts the demo.
         demo = args.file_pattern is None and not args.set
         conf, resumed, notices = checkpoints.resolve_config(
-            args.model_dir, args.preset, overrides, new_run_preset='demo' if demo else None)
+            args.model_dir, args.preset, overrides, new_run_preset='demo' if demo else None,
+            from_source=bool(args.init_from))
         source, conf, started_from = checkpoints.starting_point(
             args.model_dir, args.init_from, args.preset, conf, overrides, resumed)
         if args.dry_run:

@@ -1,6 +1,8 @@
 """train.py: a short real training run learns and resumes on its own data; the CLI's errors."""
+import glob
 import json
 import os
+import shutil
 
 import keras
 import numpy as np
@@ -177,6 +179,15 @@ def test_init_from_an_official_folder_trains_resumes_and_never_starts_over(tmp_p
     assert train.main(['--model_dir', run, '--total_iter', '1']) == 0
     assert 'G, its EMA and D start from' in capsys.readouterr().out
     assert_one_step_from_source(run)
+    # A run whose checkpoint is corrupt (its data cut short) is one sentence: nothing written.
+    corrupt, fresh = str(tmp_path / 'corrupt'), str(tmp_path / 'fresh')
+    shutil.copytree(run, corrupt)
+    for data in glob.glob(os.path.join(corrupt, checkpoints.LATEST_DIR, '*.data-*')):
+        os.truncate(data, os.path.getsize(data) // 2)
+    assert train.main(['--init_from', corrupt, '--file_pattern', images, '--model_dir', fresh,
+                       '--fid_inter', '0']) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'cannot be read' in err and not os.path.exists(fresh)
 
 
 def test_init_from_a_misfit_or_an_unreachable_source_is_one_sentence(tmp_path, capsys,
@@ -204,4 +215,8 @@ def test_init_from_a_misfit_or_an_unreachable_source_is_one_sentence(tmp_path, c
     assert f'into {cache / "pretrained" / "cifar10"} by hand' in err
     assert train.main(['--init_from', str(tmp_path)] + common) == 2
     assert 'has no config.json' in capsys.readouterr().err
+    # An override is checked against the source's model (32 px), not the default config's.
+    assert train.main(['--init_from', OFFICIAL_TINY32, '--set', 'freeze_d=99'] + common) == 2
+    err = capsys.readouterr().err
+    assert err.count('\n') == 1 and 'D has 4 blocks at img_size 32 (the input conv, 1 down' in err
     assert not os.path.exists(run) and not os.path.exists(cache)
