@@ -366,16 +366,22 @@ def config_from_dict(values, source='the stored config'):
     """(validated Config, notices) from a stored dict such as a run's config.json.
 
     A run folder outlives code changes: a key added to `config` after the file was written takes
-    its default, and one notice line (for the caller to print) names each such key and value."""
+    its default (or what the run trained with, BEFORE_THE_KEY), and one notice line (for the
+    caller to print) names each such key and value."""
     missing = [key for key in config if key not in values]
     typed = _typed_overrides(values)
+    filled = {key: copy.deepcopy(BEFORE_THE_KEY.get(key, config[key])) for key in missing}
     notices = []
     if missing:
-        defaults = ', '.join(f'{key}={config[key]!r}' for key in missing)
+        defaults = ', '.join(f'{key}={value!r}' for key, value in filled.items())
         notices.append(f'{source} predates the config key{"s" * (len(missing) > 1)} '
-                       f'{", ".join(missing)}: using the default{"s" * (len(missing) > 1)} '
-                       f'{defaults}')
-    return Config(validate({**copy.deepcopy(config), **typed})), notices
+                       f'{", ".join(missing)}: using {defaults}')
+    return Config(validate({**copy.deepcopy(config), **filled, **typed})), notices
+
+
+# What a run folder written before a key existed trained with, where that is not the key's
+# default: before float32_islands, mixed precision kept no part of the networks in float32.
+BEFORE_THE_KEY = {'float32_islands': []}
 
 
 def parse_override(text):

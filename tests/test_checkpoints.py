@@ -86,8 +86,9 @@ def test_a_run_from_before_the_run_record_resumes_with_notices(old_run, capsys):
     prefix, seen = re.search(r'^Resumed from (\S+?)(?: instead, as new or newer)?: ([\d,]+) images '
                              'seen', out, re.M).groups()
     assert notices == [
-        f'notice: {run}/config.json predates the config keys {", ".join(added)}: using the '
-        'defaults ' + ', '.join(f'{key}={config.config[key]!r}' for key in added),
+        f'notice: {run}/config.json predates the config keys {", ".join(added)}: using '
+        + ', '.join(f'{key}={[] if key == "float32_islands" else config.config[key]!r}'
+                    for key in added),
         f'notice: {run} has no run.json (it predates recorded data and options): training on '
         f'--file_pattern {data} with the options given or their defaults; they are recorded '
         'from now on',

@@ -118,7 +118,15 @@ def test_a_stored_config_missing_new_keys_takes_their_defaults_with_one_notice()
     del stored['nan_retries'], stored['jit']
     conf, notices = config.config_from_dict(stored, 'RUN/config.json')
     assert conf == config.make_config('tiny')
-    assert notices == ["RUN/config.json predates the config keys jit, nan_retries: using the "
-                       "defaults jit='auto', nan_retries=0"]
+    assert notices == ["RUN/config.json predates the config keys jit, nan_retries: using "
+                       "jit='auto', nan_retries=0"]
+    # A run from before float32_islands kept no part in float32: it goes on so (#36), whatever
+    # today's default is.
+    stored = config.make_config('tiny', precision='mixed_bfloat16').to_dict()
+    del stored['float32_islands']
+    conf, notices = config.config_from_dict(stored, 'RUN/config.json')
+    assert conf.float32_islands == [] != config.config['float32_islands']
+    assert notices == ['RUN/config.json predates the config key float32_islands: using '
+                       'float32_islands=[]']
     with pytest.raises(config.UserError, match="unknown config key 'batchsize'"):
         config.config_from_dict(dict(stored, batchsize=3))
