@@ -7,6 +7,7 @@ augmentations are in diffaug.py, the networks in model.py.
 """
 
 import contextlib
+import warnings
 
 import keras
 import numpy as np
@@ -177,13 +178,23 @@ def forget_custom_gradients(first_uid):
     synchronized BatchNorm's moments, one replica or several; the step's gradients are taken
     while it is traced, so they are never looked up after. (Another thread tracing a custom
     gradient at the same moment would lose its own; LadaGAN is not traced that way.)"""
+    global _registry_missing_warned
     registry = getattr(getattr(tf_ops, '_gradient_registry', None), '_registry', None)
-    if not isinstance(registry, dict):
-        return  # a TensorFlow without this registry: nothing to drop, and no leak to fix here
+    if not isinstance(registry, dict):  # TensorFlow moved it: say so once, and train on
+        if not _registry_missing_warned:
+            _registry_missing_warned = True
+            warnings.warn('this TensorFlow keeps its gradient registry elsewhere than '
+                          'tensorflow.python.framework.ops._gradient_registry._registry: each '
+                          'traced training step stays in memory until the process ends '
+                          '(tensorflow/tensorflow#97697)')
+        return
     prefix = 'CustomGradient-'
     for name in [name for name in registry if name.startswith(prefix)]:
         if name[len(prefix):].isdigit() and int(name[len(prefix):]) > first_uid:
             del registry[name]
+
+
+_registry_missing_warned = False  # forget_custom_gradients' warning, once per process
 
 
 # `train.py --fast`: what the time-to-FID experiment showed to reach the official recipe's FID
@@ -476,11 +487,17 @@ class LadaGAN(tf.Module):
         # with_r1 is a Python bool: one compiled step with R1 and, with lazy R1, one without.
         self.took_r1 = self.r1_due()
         traces, first_uid = self._compiled_step.experimental_get_tracing_count(), tf_ops.uid()
-        with graph_rewrites_off(self.repeatable):
-            metrics = self._compiled_step(real_images, self.distribute(d_noise),
-                                          self.distribute(g_noise), self.took_r1, real_labels)
-        if self._compiled_step.experimental_get_tracing_count() != traces:
-            forget_custom_gradients(first_uid)  # a new trace: release its graph with the GAN
+        finished = False
+        try:
+            with graph_rewrites_off(self.repeatable):
+                metrics = self._compiled_step(real_images, self.distribute(d_noise),
+                                              self.distribute(g_noise), self.took_r1,
+                                              real_labels)
+            finished = True
+        finally:  # a new trace, or a call that failed (out of memory at too large a batch,
+            # retried in a notebook): release its graph with the GAN
+            if not finished or self._compiled_step.experimental_get_tracing_count() != traces:
+                forget_custom_gradients(first_uid)
         return metrics
 
     def checkpoint_objects(self, **extra):

@@ -22,12 +22,23 @@ import tensorflow as tf
 COUNTERS = ('nan_restores', 'fid_rollbacks', 'bad_evaluations', 'evaluations_since_best')
 
 
+@tf.function
+def _all_finite(values):
+    """Whether every value of the list `values` is finite: one compiled reduction, one host
+    read for a whole network (traced once per network's list of weights)."""
+    return tf.reduce_all(tf.stack([tf.reduce_all(tf.math.is_finite(value)) for value in values]))
+
+
 def non_finite_names(named_values):
     """Names in {name: tensor or variable} whose value holds a NaN or an infinity; non-float
-    values (counters, seeds) are skipped."""
-    return [name for name, value in named_values.items()
-            if tf.as_dtype(value.dtype).is_floating
-            and not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(value))))]
+    values (counters, seeds) are skipped. Finite, the usual case, costs one compiled reduction;
+    only then is each value read on its own, to name the bad ones."""
+    floats = {name: value for name, value in named_values.items()
+              if tf.as_dtype(value.dtype).is_floating}
+    if not floats or bool(_all_finite(list(floats.values()))):
+        return []
+    return [name for name, value in floats.items()
+            if not bool(tf.reduce_all(tf.math.is_finite(tf.convert_to_tensor(value))))]
 
 
 @dataclasses.dataclass

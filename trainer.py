@@ -347,9 +347,10 @@ class Trainer:
         if 'step_skipped' in metrics and float(metrics['step_skipped']) and min(
                 float(metrics['d_loss_scale']), float(metrics['g_loss_scale'])) > 1:
             named = {}
+        bad = guard_lib.non_finite_names(named)
         for net in (self.gan.generator, self.gan.ema_generator, self.gan.discriminator):
-            named.update((weight.path, weight) for weight in net.weights)
-        return guard_lib.non_finite_names(named)
+            bad += guard_lib.non_finite_names({weight.path: weight for weight in net.weights})
+        return bad
 
     def _what(self, bad_names):
         shown = ', '.join(bad_names[:3]) + (f' and {len(bad_names) - 3} more'

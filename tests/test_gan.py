@@ -204,6 +204,17 @@ def test_a_traced_step_is_freed_with_its_ladagan():
     assert ours[0]() is None, 'the traced step outlived its LadaGAN'
 
 
+def test_a_tensorflow_that_moved_its_gradient_registry_is_one_warning(monkeypatch):
+    # TensorFlow's private registry, not this project's code, is what moves.
+    from tensorflow.python.framework import ops as tf_ops
+    monkeypatch.setattr(tf_ops, '_gradient_registry', object())
+    monkeypatch.setattr(gan, '_registry_missing_warned', False)
+    with pytest.warns(UserWarning, match='gradient registry elsewhere') as caught:
+        gan.forget_custom_gradients(0)
+        gan.forget_custom_gradients(0)
+    assert len(caught) == 1
+
+
 
 
 # ---------------------------------------------------------------- lazy R1 (r1_interval)

@@ -70,6 +70,21 @@ def test_nan_restores_share_the_learning_rate_halvings_with_rollbacks():
     assert stop.action == 'stop' and 'after 1 restore(s)' in stop.message
 
 
+def test_the_weights_check_is_one_compiled_reduction_and_names_what_is_not_finite():
+    import numpy as np
+    import tensorflow as tf
+    weights = {f'w{i}': tf.Variable(np.ones((3, 4), np.float32)) for i in range(50)}
+    weights['n_images'] = tf.Variable(7, dtype=tf.int64)  # a counter: not checked
+    traces = guard._all_finite.experimental_get_tracing_count()
+    for _ in range(3):  # one trace for the network's list of weights, then none
+        assert guard.non_finite_names(weights) == []
+    assert guard._all_finite.experimental_get_tracing_count() == traces + 1
+    weights['w7'].assign(np.full((3, 4), np.nan, np.float32))
+    weights['w30'][1, 2].assign(np.inf)
+    assert guard.non_finite_names(weights) == ['w7', 'w30']
+    assert guard.non_finite_names({'loss': tf.constant(1.0)}) == []
+
+
 # ---------------------------------------------------------------- real runs
 
 def _events(run):
