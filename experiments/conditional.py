@@ -201,9 +201,9 @@ def parse_args(argv=None):
                                      formatter_class=argparse.RawDescriptionHelpFormatter,
                                      epilog=__doc__.split('\n\n', 1)[1])
     common.add_arguments(parser, 'mode', MODES, tuple(MODES))
-    parser.add_argument('--datasets', default='openmoji_blocks,digits',
+    parser.add_argument('--datasets', default='openmoji_blocks',
                         help='comma-separated, of ' + ', '.join(DATASETS)
-                             + ' (default openmoji_blocks,digits)')
+                             + ' (default openmoji_blocks)')
     parser.add_argument('--preset', default='demo', help='config preset (default demo)')
     parser.add_argument('--set', action='append', default=[], metavar='KEY=VALUE',
                         help="passed to every run's train.py (e.g. ema_decay=0.9 for short runs)")

@@ -19,7 +19,7 @@ import generate
 import model
 import prepare
 import train
-from experiments.conditional import shapes
+from experiments.conditional import digits, shapes
 
 # A short run's EMA follows G within about 10 steps (the tiny preset's 0.999 would still be its
 # random start after 150).
@@ -204,3 +204,12 @@ def test_a_conditional_run_on_a_set_without_labels_is_one_sentence(tmp_path):
         'folder of class subfolders')
     assert not os.path.exists(run)
     shutil.rmtree(folder)
+
+
+def test_the_experiments_digits_are_sklearns_ten_classes_at_32_px(tmp_path):
+    digits(str(tmp_path))
+    counts = {name: len(os.listdir(tmp_path / name)) for name in sorted(os.listdir(tmp_path))}
+    assert list(counts) == [str(digit) for digit in range(10)] and sum(counts.values()) == 1797
+    with Image.open(tmp_path / '3' / '00000.png') as image:
+        pixels = np.asarray(image)
+    assert pixels.shape == (32, 32, 3) and pixels.min() < 64 and pixels.max() > 191  # ink, paper
