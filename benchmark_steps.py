@@ -40,7 +40,12 @@ def our_step(conf):
     import gan
     import model
     ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
-    return lambda real: float(ladagan.train_step(real)['d_loss'])
+    if not conf.num_classes:
+        return lambda real: float(ladagan.train_step(real)['d_loss'])
+    # A conditional step takes its real images' classes: every class in turn (the step's time
+    # does not depend on which).
+    labels = np.arange(conf.batch_size, dtype=np.int32) % conf.num_classes
+    return lambda real: float(ladagan.train_step(real, real_labels=labels)['d_loss'])
 
 
 def grappler(args):

@@ -27,9 +27,10 @@ on the real images) and per-class FID and KID. Writes into --out:
     conditional.md      the tables docs/conditional.md shows
     conditional_grid.png  a row per class: seeds 0-7 of each class, the first conditional run
 
-    python3 experiments/conditional.py                     # about 70 minutes on 2 CPU cores
+    python3 experiments/conditional.py                     # about 60 minutes on 2 CPU cores
     python3 experiments/conditional.py --datasets shapes --modes conditional --preset tiny \\
-        --set ema_decay=0.9 --total_iter 150 --seeds 0,1,2,3
+        --set ema_decay=0.9 --total_iter 150 --seeds 0,1,2,3   # the bound of the test; also
+                                                  # with --set mirror=True --total_iter 300
 """
 import argparse
 import json

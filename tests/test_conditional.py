@@ -24,9 +24,11 @@ from experiments.conditional import digits, shapes
 # A short run's EMA follows G within about 10 steps (the tiny preset's 0.999 would still be its
 # random start after 150).
 TINY = ['--preset', 'tiny', '--seed', '0', '--set', 'ema_decay=0.9']
-# The tiny model's class accuracy on the two shape classes after 150 steps, measured with
-# experiments/conditional.py (seeds 0 to 3, AMD EPYC): SEE_DOCS. Chance is 0.5.
-ACCURACY_BOUND = 0.7
+# The tiny model's class accuracy on the two shape classes, measured with the command in
+# experiments/conditional.py's docstring (seeds 0 to 3, AMD EPYC): 0.89, 0.70, 0.65, 0.82 after
+# 150 steps without x-flips; 0.86, 0.72, 0.80, 0.69 after 300 with them. Chance is 0.5; the
+# bound stays 0.05 below the lowest of the eight, as another CPU's rounding is another draw.
+ACCURACY_BOUND = 0.6
 GROUP = pytest.mark.xdist_group('conditional_run')
 
 
