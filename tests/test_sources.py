@@ -116,6 +116,10 @@ def test_folders_labels_from_class_folders_or_dataset_json_never_shard_folders(t
     with pytest.raises(UserError, match="'00000/img00000001.png' has the label -1, not a class"):
         sources.open_source(str(layout))
     labels[1][1] = 0
+    (layout / 'dataset.json').write_text(json.dumps({'labels': labels, 'class_names': ['x', 'y']}))
+    with pytest.raises(UserError, match=r"'00000/img00000000.png' has the label 2 .* names 2 "
+                                        r"classes \(0 to 1\)"):
+        sources.open_source(str(layout))
     (layout / 'dataset.json').write_text(json.dumps({'labels': labels[:2]}))
     with pytest.raises(UserError, match="'00000/img00000002.png' has no label"):
         sources.open_source(str(layout))
