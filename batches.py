@@ -177,15 +177,22 @@ def _folder_labels(file_pattern, files):
     return sources.labels_from_folders(names, file_pattern)
 
 
-def labels_of_files(file_pattern, files):
+def labels_of_files(file_pattern, files, class_names=None):
     """int32: the class of each of `files`, images of the labelled training set file_pattern
-    (a prepared set's, by their index in its layout; a folder's, by their class subfolder)."""
+    (a prepared set's, by their index in its layout; a folder's, by their class subfolder).
+    UserError when the set's classes are not `class_names` (a run's, when it records them):
+    its class indices would name other classes than the run's."""
+    names, _ = class_counts(file_pattern)
+    if class_names is not None and list(names) != list(class_names):
+        shown = ', '.join(names[:10]) + (', ...' if len(names) > 10 else '')
+        raise UserError(f'{file_pattern} has the classes {shown} ({len(names)}), not the '
+                        f'{len(class_names)} the run was trained on: score a conditional run '
+                        'against a labelled set of its own classes')
     if store.is_prepared(file_pattern):
         labels = store.prepared_store_labels(file_pattern)
         if labels is None:
             raise _no_labels(file_pattern)
         return labels[[int(os.path.basename(path)[3:-4]) for path in files]]
-    names, _ = class_counts(file_pattern)
     index = {name: position for position, name in enumerate(names)}
     return np.asarray([index[sources.class_of(os.path.relpath(path, file_pattern))]
                        for path in files], np.int32)
@@ -221,6 +228,10 @@ def open_images(file_pattern, img_size, center_crop=False, cache=True, labels=Fa
         skipped = pixels.meta.get('skipped_count', 0)
         kept = np.ones(len(files), bool)
         kept[pixels.meta.get('skipped_indices', [])] = False
+        if file_labels is not None and kept.sum() != pixels.count:  # a cache from 109cfb6
+            raise UserError(f'the image cache {pixels.folder} does not record which of its files '
+                            'did not decode, so their labels cannot follow them: delete it (it '
+                            'is made again on the next start)')
         note = f'; {skipped} of {len(files)} files did not decode' if skipped else ''
         return (_StoreChunks(pixels, None if file_labels is None else file_labels[kept]),
                 f'read from the image cache {pixels.folder} ({pixels.nbytes / 1e6:,.1f} MB{note})')

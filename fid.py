@@ -250,7 +250,7 @@ class FIDEvaluator:
     __call__ = evaluate
 
 
-def training_evaluator(conf, real_source, class_counts=None):
+def training_evaluator(conf, real_source, class_counts=None, class_names=None):
     """The in-training FID of a run with config `conf`: a callable generator -> scores() (FID,
     and with conf.prdc precision, recall, density and coverage; a conditional run's FID over
     its label distribution, `class_counts`, and its class accuracy and the ceiling of it), with
@@ -265,7 +265,7 @@ def training_evaluator(conf, real_source, class_counts=None):
     real = evaluator.real_statistics()
     fake_labels = real_labels = None
     if conf.num_classes:
-        real_labels = batches.labels_of_files(real_source, list(real['files']))
+        real_labels = batches.labels_of_files(real_source, list(real['files']), class_names)
         fake_labels = class_metrics.draw_labels(class_counts, evaluator.n_gen, conf.seed)
 
     def evaluate(generator):
@@ -361,7 +361,8 @@ def _evaluate_conditional_run(args, conf, generator, real_source, num_fake):
     real = reference_statistics(files, extractor, args.img_size or conf.img_size,
                                 conf.center_crop, args.batch_size, need_features=True,
                                 stats_dir=_stats_dir(args))
-    real_labels = batches.labels_of_files(real_source, list(real['files']))
+    real_labels = batches.labels_of_files(real_source, list(real['files']), (
+        checkpoints.read_run_record(args.model_dir) or {}).get('classes'))
     counts = np.bincount(real_labels, minlength=conf.num_classes)
     fake_labels = class_metrics.draw_labels(counts, num_fake, args.seed)
     print(f'FID of {num_fake:,} images of the EMA generator of {args.model_dir}, classes drawn '

@@ -68,10 +68,10 @@ def option_defaults(known):
             'metrics_inter': 100, 'max_ckpt_to_keep': 2}
 
 
-def make_fid_evaluator(conf, eval_source, class_counts=None):
+def make_fid_evaluator(conf, eval_source, class_counts=None, class_names=None):
     """A callable generator -> FID, or None (with one printed line) when FID cannot run."""
     try:
-        return fid_lib.training_evaluator(conf, eval_source, class_counts)
+        return fid_lib.training_evaluator(conf, eval_source, class_counts, class_names)
     except (UserError, OSError, RuntimeError) as err:
         tqdm.write(f'FID disabled: {err}')
         return None
@@ -103,7 +103,8 @@ def train(conf, model_dir, options, record, strategy=None, init=None, data_cache
     if options['fid_inter'] and trainer.chief:
         # The real statistics are computed (or loaded) now, not in the middle of the run.
         trainer.fid_evaluator = make_fid_evaluator(
-            conf, checkpoints.fid_reference_of(options, conf.img_size), class_counts)
+            conf, checkpoints.fid_reference_of(options, conf.img_size), class_counts,
+            record.get('classes'))
     trainer.finish_pending_evaluation()
     trainer.started = started
     trainer.run(make_dataset)

@@ -188,3 +188,39 @@ def test_the_order_uses_integer_draws_and_does_not_depend_on_the_shard_list():
     assert order.chunk_permutation(tf.constant(2, tf.int64)).dtype == tf.int64
     assert not np.array_equal(batches.DataOrder([3] * 10, 3, SIZE, 4, seed=8).epoch_items(0)[0],
                               order.epoch_items(0)[0])
+
+
+def test_a_reference_set_of_other_classes_than_the_runs_is_refused(tmp_path):
+    # Class indices are positions in the sorted class names: a set without 'bird' would score
+    # the run's class 1 ('cat') against its dogs.
+    for name in ('bird', 'cat', 'dog'):
+        os.makedirs(tmp_path / name)
+        Image.new('RGB', (8, 8)).save(tmp_path / name / 'a.png')
+    files = [str(tmp_path / name / 'a.png') for name in ('dog', 'bird')]
+    assert list(batches.labels_of_files(str(tmp_path), files, ['bird', 'cat', 'dog'])) == [2, 0]
+    with pytest.raises(UserError, match=r'has the classes bird, cat, dog \(3\), not the 2 the run '
+                                        'was trained on'):
+        batches.labels_of_files(str(tmp_path), files, ['cat', 'dog'])
+
+
+@pytest.mark.filterwarnings('ignore:Skipped 1 of 7')
+def test_labels_skip_the_files_that_did_not_decode_and_an_older_cache_is_refused(tmp_path, cache):
+    import json
+    for name, count in (('a', 3), ('b', 3)):
+        os.makedirs(tmp_path / 'set' / name)
+        for index in range(count):
+            Image.new('RGB', (8, 8), (10 * index, 0, 0)).save(
+                tmp_path / 'set' / name / f'{index}.png')
+    (tmp_path / 'set' / 'a' / '9.png').write_bytes(b'not a png')  # sorted last in class a
+    chunks, _ = batches.open_images(str(tmp_path / 'set'), 8, labels=True)
+    assert list(chunks.labels) == [0, 0, 0, 1, 1, 1]
+    # An image cache written before caches recorded which files they left out (109cfb6).
+    import glob
+    [meta_path] = glob.glob(os.path.join(cache, '**', store.META), recursive=True)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    del meta['skipped_indices']
+    with open(meta_path, 'w') as f:
+        json.dump(meta, f)
+    with pytest.raises(UserError, match='does not record which of its files did not decode'):
+        batches.open_images(str(tmp_path / 'set'), 8, labels=True)
