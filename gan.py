@@ -462,8 +462,8 @@ class LadaGAN(tf.Module):
         if global_tensor is None or self.num_replicas == 1:
             return global_tensor
         global_tensor = tf.convert_to_tensor(global_tensor)
-        if global_tensor.dtype not in (tf.uint8, tf.int32):  # images scaled, labels kept
-            global_tensor = tf.cast(global_tensor, tf.float32)
+        if global_tensor.dtype.is_floating:  # float images and noise in float32; uint8
+            global_tensor = tf.cast(global_tensor, tf.float32)  # images, integer labels kept
         per_replica = global_tensor.shape[0] // self.num_replicas
 
         def shard(context):
