@@ -175,9 +175,9 @@ def island_dtype(island, float32_islands):
 class ClassEmbedding(layers.Layer):
     """A learned (num_classes, dim) table; call(labels (B,) int) -> (B, dim) rows in the compute
     dtype. Its rows start normal with standard deviation `stddev` (or at zero when the network
-    is built to be restored, initializer 'zeros'): a class is as strong a signal from the first
-    step as what it is added to (zero rows, measured, left a tiny conditional GAN at chance
-    after 150 steps, Adam moving them by about the learning rate per step)."""
+    is built to be restored, initializer 'zeros'): a class is a signal from the first step (zero
+    rows, measured, left a tiny conditional GAN at chance after 150 steps, Adam moving them by
+    about the learning rate per step)."""
 
     def __init__(self, num_classes, dim, stddev=1.0, initializer='random', **kwargs):
         super().__init__(**kwargs)
