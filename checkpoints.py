@@ -116,6 +116,7 @@ def resolve_config(model_dir, preset, overrides, new_run_preset=None, from_sourc
         raise UserError(f'{stored_path} is not a valid LadaGAN config ({err}); '
                         'use a new --model_dir or repair the file') from None
     asked = config_lib.make_config(preset, **overrides).to_dict() if preset else {}
+    asked.pop('num_classes', None)  # counted from the training set's labels, not a preset's
     asked.update(overrides)
     for key, value in asked.items():
         if stored[key] != value:
