@@ -458,7 +458,7 @@ class _FakeFID:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, conf, eval_source):
+    def __call__(self, conf, eval_source, class_counts=None, class_names=None):
         def evaluate(generator):
             self.calls += 1
             return {'fid': 100.0 / self.calls}
