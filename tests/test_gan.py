@@ -298,3 +298,43 @@ def test_freeze_d_keeps_the_first_blocks_fixed_and_r1_flows_through_them():
             np.testing.assert_array_equal(weight, initial[weight.path])
         else:
             assert not np.array_equal(weight, initial[weight.path]), weight.path
+
+
+@pytest.mark.parametrize('traced', [False, True], ids=['eager', 'traced'])
+def test_our_adam_is_keras_adam_bit_for_bit(traced):
+    """gan.Adam shares one step size and its constants among all variables of an update; the
+    values must be Keras's Adam's, bit for bit, over several updates: on the demo generator's
+    weights (the conditional one, whose class embeddings take gathered, sparse gradients),
+    with the project's betas and epsilon, eagerly and traced as the training step is."""
+    conf = config.make_config('demo', num_classes=3, conditional=True)
+    keras.utils.set_random_seed(0)
+    generator = model.build_generator(conf)
+    weights = [w.numpy() for w in generator.weights]
+    sparse = next(index for index, w in enumerate(generator.weights) if 'class' in w.path)
+    runs, operations = [], []
+    for optimizer_class in (keras.optimizers.Adam, gan.Adam):
+        variables = [tf.Variable(value) for value in weights]
+        optimizer = optimizer_class(conf.g_lr, conf.g_beta1, conf.g_beta2, epsilon=1e-7)
+        optimizer.build(variables)
+
+        def update(grads, optimizer=optimizer, variables=variables):
+            optimizer.apply_gradients(zip(grads, variables))
+        update = tf.function(update, autograph=False) if traced else update
+        step_rng = np.random.default_rng(1)
+        for _ in range(3):
+            grads = [tf.constant(step_rng.standard_normal(w.shape).astype(np.float32) * 1e-3)
+                     for w in weights]
+            grads[sparse] = tf.IndexedSlices(grads[sparse][:2], tf.constant([2, 0]),
+                                             tf.constant(weights[sparse].shape))
+            update(grads)
+        runs.append([v.numpy() for v in variables + optimizer.variables])
+        if traced:
+            graph = update._list_all_concrete_functions()[0].graph
+            operations.append(len(graph.get_operations()))
+    assert len(runs[0]) == len(runs[1]) > 2 * len(weights)
+    moved = sum(not np.array_equal(after, before) for after, before in zip(runs[1], weights))
+    assert moved == len(weights)
+    for ours, theirs in zip(runs[1], runs[0]):
+        np.testing.assert_array_equal(ours, theirs)
+    if traced:  # what it is for: the graph to trace and run is smaller
+        assert operations[1] < 0.6 * operations[0], operations
