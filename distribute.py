@@ -93,9 +93,21 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
     return make
 
 
-def _one_worker(strategy):
-    """Whether `strategy` runs in this process alone (no multi-worker cluster)."""
-    return getattr(strategy, 'cluster_resolver', None) is None
+def one_worker(strategy):
+    """Whether `strategy` runs in this process alone: no cluster, or one whose replicas are
+    all this process's devices (a TPUStrategy always has a cluster resolver, and one host's TPU
+    cores are one process's)."""
+    if getattr(strategy, 'cluster_resolver', None) is None:
+        return True
+    try:
+        return strategy.num_replicas_in_sync == len(strategy.extended.worker_devices)
+    except (AttributeError, NotImplementedError, RuntimeError):  # no devices to count
+        return False
+
+
+# How often this process has read the result of a collective on the host (_sum_over_workers):
+# each read waits for every worker and for what the devices had queued before it.
+host_reads = 0
 
 
 def _sum_over_workers(strategy, values):
@@ -118,6 +130,8 @@ def _sum_over_workers(strategy, values):
         sent.append(context.replica_id_in_sync_group)
         return tf.constant(values if len(sent) == 1 else np.zeros_like(values))
     result = all_sum(strategy.experimental_distribute_values_from_function(share)).numpy()
+    global host_reads
+    host_reads += 1
     return float(result) if result.ndim == 0 else result
 
 
@@ -126,14 +140,14 @@ _all_sums = {}  # id(strategy) -> its traced all-reduce
 
 def broadcast_from_chief(strategy, value, chief):
     """The chief's float `value`, on every worker of a multi-worker run (else unchanged)."""
-    if _one_worker(strategy):
+    if one_worker(strategy):
         return value
     return _sum_over_workers(strategy, value if chief else 0.0)
 
 
 def any_worker(strategy, flag):
     """Whether bool `flag` is true on any worker of a multi-worker run (else `flag`)."""
-    if _one_worker(strategy):
+    if one_worker(strategy):
         return flag
     return _sum_over_workers(strategy, float(flag)) > 0
 
@@ -141,7 +155,7 @@ def any_worker(strategy, flag):
 def check_workers_resume_together(strategy, chief, step, model_dir):
     """Raise UserError on every worker of a multi-worker run when one resumes at another step
     than the chief: its --model_dir is not the chief's folder (a disk of its own)."""
-    if _one_worker(strategy):
+    if one_worker(strategy):
         return
     chief_step = broadcast_from_chief(strategy, float(step), chief)
     differs = chief_step != step

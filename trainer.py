@@ -23,6 +23,12 @@ import outputs
 # The version of the data order kept in checkpoints (batches.DataOrder); version 1 drew one
 # permutation of the whole set per epoch, version 0 an order that was not a function of the step.
 DATA_ORDER = 2
+# On several workers, whether any of them was signalled to stop is agreed at the first step of
+# a command and then every STOP_CHECK_STEPS steps, the same steps on every worker: a signal
+# stops all of them at most this many steps later, after the same step. Agreeing is a
+# collective whose result the host reads, so it waits for every step queued before it
+# (docs/distributed.md).
+STOP_CHECK_STEPS = 10
 
 
 class TrainingDivergedError(RuntimeError):
@@ -186,8 +192,13 @@ class Trainer:
         handlers = {sig: signal.signal(sig, self._request_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         self._restart_clock()
+        first_step, one_worker = self.step, distribute.one_worker(self.strategy)
+        reads_before = distribute.host_reads
         try:
-            while self.step < total_iter and not self._stop_agreed() and not self.finished:
+            while self.step < total_iter and not self.finished:
+                if (one_worker or self.step == first_step or self.step % STOP_CHECK_STEPS == 0
+                        ) and self._stop_agreed():
+                    break
                 if self.data_iter is None:  # a new run, a resume, or a restore that rewound it
                     self.data_iter = iter(make_dataset(self.step))
                 batch = next(self.data_iter)  # images, or (images, labels) when conditional
@@ -214,6 +225,10 @@ class Trainer:
                     self._log_metrics(metrics)
                 if save_now:
                     self.save(with_fid=fid_now)
+            if not one_worker:  # what waited on the host for a collective while training
+                tqdm.write(f'Collectives read on the host in {self.step - first_step} steps: '
+                           f'{distribute.host_reads - reads_before} (whether to stop, at the '
+                           f'first and every {STOP_CHECK_STEPS}th; each FID)')
             if self.stop_agreed:
                 self._save_on_signal(metrics if self.step != self.saved_step else None)
             elif self.step != self.saved_step:
@@ -228,7 +243,8 @@ class Trainer:
 
     def _stop_agreed(self):
         """Whether this process or any other worker was signalled to stop. Every worker asks
-        before every step, so all stop after the same one and save together (collectively)."""
+        before the same steps, so all stop after the same one and save together
+        (collectively)."""
         self.stop_agreed = distribute.any_worker(self.strategy, self.stop_signal is not None)
         return self.stop_agreed
 

@@ -19,6 +19,7 @@ sys.path.insert(0, ROOT)
 import config  # noqa: E402
 import model  # noqa: E402
 import gan  # noqa: E402
+import trainer  # noqa: E402
 from test_readme_commands import COMMANDS, MULTIWORKER, free_ports, run_command  # noqa: E402
 from test_robustness import (_checkpoint_values, _latest, _losses, _metrics, _read,  # noqa: E402
                              _wait_for)
@@ -148,6 +149,9 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
     assert stops[1].group(1) == 'on signal 15', outputs[1]
     stopped_at = int(stops[0].group(2).replace(',', ''))
     assert stops[1].group(2) == stops[0].group(2) and 32 <= stopped_at < total_images, outputs
+    # Agreed at the first step and every trainer.STOP_CHECK_STEPS-th: signalled after step 2,
+    # both stopped after step 10.
+    assert stopped_at == trainer.STOP_CHECK_STEPS * 16, outputs
     assert _latest(os.path.join(run, 'training-checkpoints'))[1] == stopped_at
     assert not [name for name in os.listdir(run) if name.startswith('.worker')]
 
@@ -168,6 +172,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
     assert codes == [0, 0], outputs
     for out in outputs:
         assert f'{stopped_at:,} images seen' in out and f'Done: {total_images} images' in out
+        assert 'Collectives read on the host in 2 steps: 1 (' in out  # at its first step
     assert _losses(run) == _losses(reference)
     assert len(_losses(run)) == total_images // 16
     final, uninterrupted = (_checkpoint_values(_latest(os.path.join(folder,
@@ -187,6 +192,26 @@ def test_the_chiefs_step_reaches_every_replica_exactly_on_six_and_seven_devices(
     for devices in ('6', '7'):
         assert report[devices]['divided'] > 100_000, report  # the check can see the old error
         assert report[devices]['exact'] == 0, report
+
+
+def test_one_worker_means_every_replica_is_this_processs():
+    """A strategy with a cluster resolver runs on several workers only when it has more
+    replicas than this process has devices: a single-host TPU (8 cores, one process, always a
+    resolver) agrees with no one, so it reads no collective before its steps; two workers of
+    one device each do. No TPU here: the strategies are stand-ins with what TPUStrategy and
+    MultiWorkerMirroredStrategy expose; the two-worker tests run the real one."""
+    import types
+
+    import distribute
+
+    def strategy(replicas, local_devices):
+        return types.SimpleNamespace(
+            cluster_resolver=object(), num_replicas_in_sync=replicas,
+            extended=types.SimpleNamespace(worker_devices=tuple(
+                f'/job:worker/replica:0/task:0/device:TPU:{i}' for i in range(local_devices))))
+    assert distribute.one_worker(strategy(8, 8))
+    assert not distribute.one_worker(strategy(2, 1))
+    assert distribute.one_worker(tf.distribute.get_strategy())
 
 
 def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chief(monkeypatch):

@@ -217,9 +217,11 @@ COMMANDS = {
     'python3 benchmark.py --only authors,memory --authors_code DIR --steps 6': Run(
         'benchmark', checks.authors_benchmark, replace={'DIR': 'data/cifar10'},
         append='--presets tiny --steps 1 --jit off --json authors.json', process=True),
+    # XLA only: the step without XLA is profiled and parsed by the command below.
     'python3 benchmark.py --only train,memory': Run(
         'benchmark', checks.quick_benchmark,
-        append='--quick --presets tiny --steps 2 --profile profile_quick --json quick.json'),
+        append='--quick --presets tiny --steps 2 --jit on --profile profile_quick '
+               '--json quick.json'),
     'python3 benchmark.py --only precision --presets cifar10 --steps 6': Run(
         'benchmark', checks.precision_benchmark,
         append='--presets tiny --steps 1 --batch_size 2 --json precision.json',
@@ -227,7 +229,7 @@ COMMANDS = {
     # In process: benchmark.py builds and times each preset in a child process of its own.
     'python3 benchmark.py --only train --presets cifar10,ffhq_128 --profile DIR': Run(
         'benchmark', checks.profile, replace={'DIR': 'profile'},
-        append='--steps 1 --jit off --batch_size 2'),
+        append='--steps 1 --jit off --batch_size 2 --json profile.json'),
     'python3 benchmark.py --only grappler --presets demo,cifar10 --steps 12': Run(
         'benchmark', checks.grappler_benchmark,
         append='--presets tiny --steps 3 --batch_size 4 --json grappler.json'),
