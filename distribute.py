@@ -95,8 +95,8 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
 
 def one_worker(strategy):
     """Whether `strategy` runs in this process alone: no cluster, or one whose replicas are
-    all this process's devices (a TPUStrategy always has a cluster resolver, and one host's TPU
-    cores are one process's)."""
+    all this process's devices (a TPUStrategy always has a cluster resolver, and its one client
+    process drives every core)."""
     if getattr(strategy, 'cluster_resolver', None) is None:
         return True
     try:

@@ -7,6 +7,7 @@ augmentations are in diffaug.py, the networks in model.py.
 """
 
 import contextlib
+import types
 import warnings
 
 import keras
@@ -82,12 +83,14 @@ class Adam(keras.optimizers.Adam):
 
     def apply(self, grads, trainable_variables=None):
         # One update: the shared scalars are made on its first variable of each device and
-        # dtype (a mirrored variable updates once per device, in that device's scope).
-        self._shared_scalars = {}
+        # dtype (a mirrored variable updates once per device, in that device's scope), kept in
+        # a plain holder that neither TensorFlow nor Keras tracks into checkpoints, and dropped
+        # when the update is built: the next one (another graph, another step) makes its own.
+        self._update_scalars = types.SimpleNamespace(by_key={})
         try:
             return super().apply(grads, trainable_variables)
         finally:
-            self._shared_scalars = {}
+            self._update_scalars = None
 
     def _shared(self, learning_rate, dtype):
         """The update's scalars: alpha = lr * sqrt(1 - beta_2^t) / (1 - beta_1^t) at
@@ -104,9 +107,8 @@ class Adam(keras.optimizers.Adam):
         if self.amsgrad:
             raise ValueError('amsgrad is not supported here')
         key = (variable.dtype, getattr(variable, 'device', None))
-        scalars = getattr(self, '_shared_scalars', None)
-        if scalars is None:  # called outside apply: nothing to share
-            scalars = {}
+        holder = getattr(self, '_update_scalars', None)
+        scalars = holder.by_key if holder is not None else {}  # outside apply: nothing shared
         if key not in scalars:
             scalars[key] = self._shared(learning_rate, variable.dtype)
         alpha, one_minus_beta_1, one_minus_beta_2, epsilon = scalars[key]

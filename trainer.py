@@ -192,7 +192,8 @@ class Trainer:
         handlers = {sig: signal.signal(sig, self._request_stop)
                     for sig in (signal.SIGINT, signal.SIGTERM)}
         self._restart_clock()
-        first_step, one_worker = self.step, distribute.one_worker(self.strategy)
+        one_worker = distribute.one_worker(self.strategy)
+        first_step, steps_run, value_reads = self.step, 0, 0
         reads_before = distribute.host_reads
         try:
             while self.step < total_iter and not self.finished:
@@ -208,6 +209,7 @@ class Trainer:
                     self.started = None
                 images, labels = batch if self.conf.num_classes else (batch, None)
                 metrics = self.gan.train_step(images, real_labels=labels)
+                steps_run += 1
                 if self.gan.took_r1:
                     self.latest_r1 = metrics['gp']  # a reference: read only when logged
                 self.step += 1
@@ -216,6 +218,8 @@ class Trainer:
                 log_now = self.step % options['metrics_inter'] == 0 or self.step == total_iter
                 fid_now = bool(fid_inter) and self.step % fid_inter == 0
                 save_now = fid_now or self.step % ckpt_inter == 0
+                # Reading the step's values (all-reduced over the workers) waits for the step.
+                value_reads += bool(log_now or save_now)
                 # Checked before every log and save, so no NaN model is saved, as best or at all.
                 if (log_now or save_now) and self._restored_after_nan(metrics):
                     continue
@@ -225,10 +229,11 @@ class Trainer:
                     self._log_metrics(metrics)
                 if save_now:
                     self.save(with_fid=fid_now)
-            if not one_worker:  # what waited on the host for a collective while training
-                tqdm.write(f'Collectives read on the host in {self.step - first_step} steps: '
-                           f'{distribute.host_reads - reads_before} (whether to stop, at the '
-                           f'first and every {STOP_CHECK_STEPS}th; each FID)')
+            if not one_worker:  # what made the host wait for a collective while training
+                tqdm.write(f'Host reads of collectives in {steps_run} steps: '
+                           f'{distribute.host_reads - reads_before} to agree whether to stop '
+                           f'(at the first step, then every {STOP_CHECK_STEPS}) or on an FID, '
+                           f'{value_reads} of logged or saved steps\' values')
             if self.stop_agreed:
                 self._save_on_signal(metrics if self.step != self.saved_step else None)
             elif self.step != self.saved_step:

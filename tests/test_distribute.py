@@ -172,7 +172,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
     assert codes == [0, 0], outputs
     for out in outputs:
         assert f'{stopped_at:,} images seen' in out and f'Done: {total_images} images' in out
-        assert 'Collectives read on the host in 2 steps: 1 (' in out  # at its first step
+        assert 'Host reads of collectives in 2 steps: 1 to agree whether to stop' in out
     assert _losses(run) == _losses(reference)
     assert len(_losses(run)) == total_images // 16
     final, uninterrupted = (_checkpoint_values(_latest(os.path.join(folder,

@@ -300,12 +300,14 @@ def test_freeze_d_keeps_the_first_blocks_fixed_and_r1_flows_through_them():
             assert not np.array_equal(weight, initial[weight.path]), weight.path
 
 
-@pytest.mark.parametrize('traced', [False, True], ids=['eager', 'traced'])
-def test_our_adam_is_keras_adam_bit_for_bit(traced):
+@pytest.mark.parametrize('mode', ['eager', 'traced', 'xla'])
+def test_our_adam_is_keras_adam_bit_for_bit(mode):
     """gan.Adam shares one step size and its constants among all variables of an update; the
     values must be Keras's Adam's, bit for bit, over several updates: on the demo generator's
     weights (the conditional one, whose class embeddings take gathered, sparse gradients),
-    with the project's betas and epsilon, eagerly and traced as the training step is."""
+    with the project's betas and epsilon, eagerly, traced as the CPU step is (Grappler off)
+    and compiled with XLA."""
+    traced = mode != 'eager'
     conf = config.make_config('demo', num_classes=3, conditional=True)
     keras.utils.set_random_seed(0)
     generator = model.build_generator(conf)
@@ -319,14 +321,16 @@ def test_our_adam_is_keras_adam_bit_for_bit(traced):
 
         def update(grads, optimizer=optimizer, variables=variables):
             optimizer.apply_gradients(zip(grads, variables))
-        update = tf.function(update, autograph=False) if traced else update
+        if traced:
+            update = tf.function(update, autograph=False, jit_compile=mode == 'xla')
         step_rng = np.random.default_rng(1)
         for _ in range(3):
             grads = [tf.constant(step_rng.standard_normal(w.shape).astype(np.float32) * 1e-3)
                      for w in weights]
             grads[sparse] = tf.IndexedSlices(grads[sparse][:2], tf.constant([2, 0]),
                                              tf.constant(weights[sparse].shape))
-            update(grads)
+            with gan.graph_rewrites_off(mode == 'traced'):
+                update(grads)
         runs.append([v.numpy() for v in variables + optimizer.variables])
         if traced:
             graph = update._list_all_concrete_functions()[0].graph
