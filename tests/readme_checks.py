@@ -243,6 +243,15 @@ def attention_benchmark(result, ws):
     assert {row['section'] for row in rows} == {'attention'} and len(rows) == 6
 
 
+def _profiled_step(rows, label):
+    """The train section's rows of one profiled step: its img/s and MFU, and the profiler trace
+    written and parsed (shares of kernel time adding up to 100%)."""
+    assert rows[f'{label}: train step']['value'] > 0  # img/s
+    assert 0 < rows[f'{label}: model FLOPs utilisation']['value'] < 100
+    shares = [r['value'] for name, r in rows.items() if name.startswith(f'{label}: kernel time')]
+    assert len(shares) >= 2 and abs(sum(shares) - 100) < 1e-6
+
+
 def profile(result, ws):
     """The train section without XLA on the presets' own sizes, each traced by the profiler."""
     rows = _rows(ws, 'profile.json')
@@ -250,12 +259,7 @@ def profile(result, ws):
         assert any(files for _, _, files in os.walk(os.path.join(ws, 'profile', name)))
     assert 'cifar10: kernel time' in result.stdout and 'ffhq_128: train step' in result.stdout
     for preset in ('cifar10', 'ffhq_128'):
-        assert rows[f'{preset}: train step']['value'] > 0  # img/s
-        assert 0 < rows[f'{preset}: model FLOPs utilisation']['value'] < 100
-        # The profiler trace was written and parsed: shares of kernel time add up to 100%.
-        shares = [r['value'] for name, r in rows.items()
-                  if name.startswith(f'{preset}: kernel time')]
-        assert len(shares) >= 2 and abs(sum(shares) - 100) < 1e-6
+        _profiled_step(rows, preset)
 
 
 def quick_benchmark(result, ws):
@@ -267,10 +271,7 @@ def quick_benchmark(result, ws):
     assert _json(os.path.join(ws, 'quick.json'))['meta']['cpu'] in result.stdout
     assert rows['tiny: train step']['note'].endswith('XLA True')
     assert rows['tiny: train step']['value'] > 1  # img/s
-    assert 0 < rows['tiny: model FLOPs utilisation']['value'] < 100
-    # The profiler trace was written and parsed: shares of kernel time add up to 100%.
-    shares = [r['value'] for name, r in rows.items() if name.startswith('tiny: kernel time')]
-    assert len(shares) >= 2 and abs(sum(shares) - 100) < 1e-6
+    _profiled_step(rows, 'tiny')
     assert any('matmul' in name for name in rows if 'kernel time' in name)
     assert glob.glob(os.path.join(ws, 'profile_quick', 'tiny_xla', '**', '*.xplane.pb'),
                      recursive=True)
