@@ -62,6 +62,35 @@ def old_run(tmp_path):
     return run, render_shape_images(str(tmp_path / 'data'), 16, size=32)
 
 
+BFLOAT16_RUN = os.path.join(TESTS, 'fixtures', 'bfloat16_run_before_islands')
+# Step 3 of BFLOAT16_RUN as the code that wrote it logged it when resumed (its README.md).
+BFLOAT16_STEP_3 = {'d_loss': 1.5148413181304932, 'gp': 0.014622832648456097,
+                   'real_logits_mean': -0.3966722786426544,
+                   'fake_logits_mean': -0.35672470927238464}
+
+
+@pytest.mark.slow
+def test_a_bfloat16_run_from_before_the_islands_resumes_with_its_own_policy(tmp_path, capsys):
+    """A mixed_bfloat16 run written before float32_islands existed trained with no part in
+    float32: its config.json, without the key, resumes with [], and its next step is the one
+    the code that wrote it took. The discriminator's values at that step (before the step's
+    updates; one batch is the whole set, unaugmented, so the data order cannot move them) are
+    that code's to 3e-4; with today's five islands they are 1.5e-3 to 2.4e-3 away (measured;
+    the fixture's README)."""
+    run = str(tmp_path / 'run')
+    shutil.copytree(BFLOAT16_RUN, run)
+    data = render_shape_images(str(tmp_path / 'data'), 8, size=32)
+    assert train.main(['--model_dir', run, '--file_pattern', data, '--total_iter', '3']) == 0
+    assert 'float32_islands=[]' in capsys.readouterr().out
+    with open(os.path.join(run, 'config.json')) as f:
+        stored = json.load(f)
+    assert (stored['precision'], stored['float32_islands']) == ('mixed_bfloat16', [])
+    step_3 = checkpoints.read_metrics(run)[0][-1]
+    assert step_3['n_images'] == 24
+    for key, value in BFLOAT16_STEP_3.items():
+        assert abs(step_3[key] - value) <= 3e-4, (key, step_3[key], value)
+
+
 def _run_record(run):
     with open(os.path.join(run, 'run.json')) as f:
         return json.load(f)
