@@ -31,7 +31,12 @@ def make_strategy(name):
     if name == 'default':
         return tf.distribute.get_strategy()
     if name == 'mirrored':
-        return tf.distribute.MirroredStrategy()
+        # Every GPU; without one, every logical CPU device: MirroredStrategy() alone takes one
+        # CPU, and a CPU split into logical devices (tests/scripts/two_devices.py) is how
+        # several replicas run without GPUs.
+        gpus = tf.config.list_logical_devices('GPU')
+        return tf.distribute.MirroredStrategy(
+            None if gpus else [device.name for device in tf.config.list_logical_devices('CPU')])
     if name == 'multiworker':
         if not os.environ.get('TF_CONFIG'):
             raise UserError('--strategy multiworker needs TF_CONFIG describing the '

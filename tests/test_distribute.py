@@ -17,12 +17,11 @@ SCRIPTS = os.path.join(ROOT, 'tests', 'scripts')
 sys.path.insert(0, ROOT)
 
 import config  # noqa: E402
-import model  # noqa: E402
-import gan  # noqa: E402
 import trainer  # noqa: E402
 from test_readme_commands import COMMANDS, MULTIWORKER, free_ports, run_command  # noqa: E402
 from test_robustness import (_checkpoint_values, _latest, _losses, _metrics, _read,  # noqa: E402
                              _wait_for)
+from conftest import render_shape_images  # noqa: E402
 
 
 def _run_script(*args):
@@ -81,7 +80,58 @@ def test_mixed_precision_mirrored_step_is_the_single_device_step(case, mirrored_
     if case.startswith('mixed_float16'):  # applied on both, at the scale set
         for metrics in (report['metrics'], report['mirrored_metrics']):
             assert metrics['step_skipped'] == 0 and metrics['d_loss_scale'] == 256
+    # The bulk in the reduced precision, the weights and every output float32, the process's
+    # Keras policy untouched; on one device and on two.
+    for dtypes in (report['dtypes'], report['mirrored_dtypes']):
+        assert dtypes == {'wq_compute': case.split(':')[0].split('_')[1],
+                          'variables': ['float32'], 'outputs': ['float32'] * 3,
+                          'global_policy': 'float32'}, dtypes
 
+
+
+@pytest.mark.slow
+def test_train_py_on_two_replicas_resumes_a_killed_run_exactly_and_starts_from_init_from(
+        tmp_path):
+    """train.py itself with --strategy mirrored on two logical CPU devices (two replicas: the
+    per-replica batches, mirrored variables, the Trainer with them): a run SIGKILLed after a
+    checkpoint and resumed by the same command has the uninterrupted run's losses at every step
+    and its every final value; --init_from that run into a mirrored run starts from it."""
+    images = render_shape_images(str(tmp_path / 'images'), 40, size=32)
+    total = 12  # steps; a checkpoint every 4 (each save draws its pictures: about 2 s)
+    args = ['--strategy', 'mirrored', '--preset', 'tiny', '--file_pattern', images,
+            '--total_iter', str(total), '--ckpt_inter', '4', '--metrics_inter', '1',
+            '--fid_inter', '0', '--set', 'batch_size=8', '--seed', '1']
+    whole, killed, started = (str(tmp_path / name) for name in ('whole', 'killed', 'started'))
+    two_devices = os.path.join(SCRIPTS, 'two_devices.py')
+    # The uninterrupted run, then --init_from it, in one process.
+    out = _run_script(two_devices, *args, '--model_dir', whole, '--then', '--init_from', whole,
+                      '--strategy', 'mirrored', '--file_pattern', images, '--model_dir', started,
+                      '--total_iter', '1', '--fid_inter', '0')
+    assert out.count('; 2 replica(s)') == 2, out
+    assert 'Train dataset: 40 images, 10 batches of 4 per epoch' in out  # per replica
+    assert f'G, its EMA and D start from {whole}' in out, out
+    assert len(_metrics(started)) == 1
+    ckpt_dir = os.path.join(killed, 'training-checkpoints')
+    with open(tmp_path / 'killed.txt', 'w') as log:
+        process = subprocess.Popen([sys.executable, two_devices] + args + ['--model_dir', killed],
+                                   stdout=log, stderr=subprocess.STDOUT, cwd=ROOT,
+                                   env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3'))
+        try:
+            _wait_for(lambda: _latest(ckpt_dir)[1] >= 4 * 8, process, 300,
+                      'the checkpoint at step 4')
+        finally:
+            process.send_signal(signal.SIGKILL)
+            process.wait()
+    killed_at = _latest(ckpt_dir)[1]
+    assert killed_at < total * 8, _read(tmp_path / 'killed.txt')
+    out = _run_script(two_devices, *args, '--model_dir', killed)
+    assert f'Resumed from {ckpt_dir}/ckpt-{killed_at}: {killed_at:,} images seen' in out, out
+    assert len(_losses(killed)) == total and _losses(killed) == _losses(whole)
+    final, uninterrupted = (_checkpoint_values(_latest(os.path.join(run, 'training-checkpoints'))[0])
+                            for run in (killed, whole))
+    assert final.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)
 
 @pytest.mark.slow
 @pytest.mark.xdist_group('commands_multiworker')
@@ -223,31 +273,3 @@ def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chie
     assert distribute.broadcast_from_chief(strategy, 2.5, True) == 2.5
     with pytest.raises(config.UserError, match='needs TF_CONFIG'):
         distribute.make_strategy('multiworker')
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
-def test_mixed_precision_steps_train_with_float32_outputs(precision):
-    # Seeded: the weights must not depend on which tests ran before in this process. Unseeded, a
-    # run of the whole suite drew weights whose float16 R1 still overflowed at the 6th step (scale
-    # 2^10), and a skipped step returns a non-finite d_total (issue #20).
-    tf.keras.utils.set_random_seed(0)
-    conf = config.make_config('tiny', batch_size=4, precision=precision,
-                              policy='color,translation,cutout')
-    ladagan = gan.LadaGAN(model.build_generator(conf), model.build_discriminator(conf), conf)
-    assert ladagan.generator.block_8.attn.wq.compute_dtype == precision.split('_')[1]
-    assert ladagan.generator.trainable_variables[0].dtype == tf.float32
-    real = tf.random.uniform([4, 32, 32, 3], -1, 1, seed=0)
-    for _ in range(6):  # float16 starts at loss scale 2^15 and halves until R1 is finite
-        metrics = ladagan.train_step(real)
-    assert all(np.isfinite(float(value)) for value in metrics.values()), metrics
-    assert float(metrics['gp']) > 0  # R1 must not underflow to zero
-    images, attn_maps = ladagan.ema_generator(tf.random.normal([2, 128]))
-    logits = ladagan.discriminator(images)
-    assert images.dtype == logits.dtype == attn_maps[0].dtype == tf.float32
-    assert keras_policy_is_float32()
-
-
-def keras_policy_is_float32():
-    import keras
-    return keras.config.dtype_policy().name == 'float32'

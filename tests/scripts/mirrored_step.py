@@ -38,7 +38,22 @@ def one_step(strategy, conf, weights, real, d_noise, g_noise, d_updates=0, loss_
     metrics = {k: float(v) for k, v in ladagan.train_step(real, d_noise, g_noise).items()}
     variables = generator.weights + discriminator.weights + ladagan.ema_generator.weights
     after = {v.path: v.numpy() for v in variables}
-    return metrics, after, int(ladagan.n_images.numpy())
+    return metrics, after, int(ladagan.n_images.numpy()), dtypes(ladagan, d_noise)
+
+
+def dtypes(ladagan, noise):
+    """What the precision policy made of the networks: the compute dtype of an attention
+    projection, the variables' dtype, the dtypes of the EMA generator's images and attention
+    maps and of D's logits (float32 outputs in every policy), and Keras's global policy after
+    the build (left float32: the policy is the networks', not the process's)."""
+    import keras
+    images, attn_maps = ladagan.ema_generator(noise[:2])
+    return {'wq_compute': ladagan.generator.block_8.attn.wq.compute_dtype,
+            'variables': sorted({tf.as_dtype(v.dtype).name
+                               for v in ladagan.generator.trainable_variables}),
+            'outputs': [images.dtype.name, attn_maps[0].dtype.name,
+                        ladagan.discriminator(images).dtype.name],
+            'global_policy': keras.config.dtype_policy().name}
 
 
 def before_batch_norm(path):
@@ -88,7 +103,8 @@ def compare(precision, r1_interval, loss_scale=None):
         # How far the step moved the weights, to read the differences against.
         'max_update': float(max(np.abs(single[1][path] - before).max() for path, before
                                 in zip(list(single[1])[:len(weights)], weights))),
-        'metrics': single[0], 'mirrored_metrics': mirrored[0]}
+        'metrics': single[0], 'mirrored_metrics': mirrored[0],
+        'dtypes': single[3], 'mirrored_dtypes': mirrored[3]}
 
 
 if __name__ == '__main__':
