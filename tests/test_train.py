@@ -7,6 +7,7 @@ import shutil
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import checkpoints
 import config
@@ -14,6 +15,7 @@ import data
 import model
 import openmoji
 import train
+from conftest import render_shape_images
 
 
 def _image_statistics(images):
@@ -77,6 +79,48 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     assert train.main(args + ['--total_iter', '401', '--set', 'batch_size=8']) == 2
     assert 'batch_size=16' in capsys.readouterr().err
 
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
+def test_a_reduced_precision_run_resumes_bit_for_bit(precision, tmp_path, capsys):
+    """A run killed after its checkpoint at step 2 of 4 (as a SIGKILL leaves it: the folder of
+    the uninterrupted run with that checkpoint the latest and the later one never written)
+    resumes to the uninterrupted 4 steps, loss for loss and value for value, under float16 (its
+    loss scales and skipped-step count checkpointed: from 2^15 R1 overflows and the first
+    updates are skipped) and bfloat16, on one device."""
+    images = render_shape_images(str(tmp_path / 'images'), 16, size=32)
+    args = ['--preset', 'tiny', '--file_pattern', images, '--fid_inter', '0', '--ckpt_inter',
+            '2', '--metrics_inter', '1', '--set', f'precision={precision}', '--set',
+            'batch_size=4', '--seed', '3']
+    whole, parts = str(tmp_path / 'whole'), str(tmp_path / 'parts')
+    assert train.main(args + ['--model_dir', whole, '--total_iter', '4']) == 0
+    shutil.copytree(whole, parts)
+    ckpt_dir = os.path.join(parts, checkpoints.LATEST_DIR)
+    for path in glob.glob(os.path.join(ckpt_dir, 'ckpt-16.*')):
+        os.remove(path)
+    with open(os.path.join(ckpt_dir, 'checkpoint'), 'w') as f:
+        f.write('model_checkpoint_path: "ckpt-8"\nall_model_checkpoint_paths: "ckpt-8"\n')
+    capsys.readouterr()
+    assert train.main(args + ['--model_dir', parts, '--total_iter', '4']) == 0
+    assert f'Resumed from {ckpt_dir}/ckpt-8: 8 images seen' in capsys.readouterr().out
+
+    def values(run):
+        records = [{key: value for key, value in record.items()
+                    if key not in ('images_per_sec', 'train_seconds')}
+                   for record in checkpoints.read_metrics(run)[0]]
+        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
+            os.path.join(run, checkpoints.LATEST_DIR)))
+        return records, {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
+                         if not key.startswith(('train_seconds/', 'save_counter/',
+                                                '_CHECKPOINTABLE'))}
+    (losses, final), (whole_losses, uninterrupted) = values(parts), values(whole)
+    assert len(losses) == 4 and losses == whole_losses
+    if precision == 'mixed_float16':
+        assert losses[0]['step_skipped'] == 1 and any('loss_scale' in key for key in final)
+    assert final.keys() == uninterrupted.keys()
+    for key, value in uninterrupted.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)
 
 @pytest.mark.slow
 def test_lazy_r1_logs_the_latest_penalty_at_the_every_update_weight(tmp_path):
