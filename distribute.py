@@ -14,6 +14,11 @@ from config import UserError
 
 
 STRATEGIES = ('auto', 'default', 'mirrored', 'multiworker', 'tpu')
+# Printed when a TPU strategy starts: what no test here could run (there is no TPU).
+TPU_UNTESTED = ('notice: --strategy tpu has not run on a TPU in this project\'s tests (only the '
+                'code paths a CPU can take: one worker, no stop agreement, a step under XLA); '
+                'a prepared set (prepare.py) is read by TensorFlow ops alone, an image folder '
+                'with Python per chunk, which only a TPU VM, not a remote TPU host, can run')
 
 
 def make_strategy(name):
@@ -50,6 +55,7 @@ def make_strategy(name):
             tf.tpu.experimental.initialize_tpu_system(resolver)
         except (ValueError, tf.errors.OpError) as err:
             raise UserError(f'--strategy tpu found no TPU ({err})') from None
+        print(TPU_UNTESTED)
         return tf.distribute.TPUStrategy(resolver)
     raise UserError(f'--strategy {name!r} is not allowed: use one of '
                           + ', '.join(STRATEGIES))

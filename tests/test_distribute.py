@@ -17,6 +17,7 @@ SCRIPTS = os.path.join(ROOT, 'tests', 'scripts')
 sys.path.insert(0, ROOT)
 
 import config  # noqa: E402
+import train  # noqa: E402
 import trainer  # noqa: E402
 from test_readme_commands import COMMANDS, MULTIWORKER, free_ports, run_command  # noqa: E402
 from test_robustness import (_checkpoint_values, _latest, _losses, _metrics, _read,  # noqa: E402
@@ -273,3 +274,15 @@ def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chie
     assert distribute.broadcast_from_chief(strategy, 2.5, True) == 2.5
     with pytest.raises(config.UserError, match='needs TF_CONFIG'):
         distribute.make_strategy('multiworker')
+
+
+def test_strategy_tpu_without_a_tpu_is_one_sentence(tmp_path, capsys):
+    """No TPU here: --strategy tpu ends with one sentence, exit 2, nothing written. On a TPU it
+    would print distribute.TPU_UNTESTED, what no test here could run."""
+    images = render_shape_images(str(tmp_path / 'images'), 16, size=32)
+    run = str(tmp_path / 'run')
+    assert train.main(['--strategy', 'tpu', '--preset', 'tiny', '--file_pattern', images,
+                       '--model_dir', run, '--total_iter', '1', '--fid_inter', '0']) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith('error: --strategy tpu found no TPU (') and '\n' not in err, err
+    assert not os.path.exists(run)
