@@ -128,8 +128,9 @@ def test_train_py_on_two_replicas_resumes_a_killed_run_exactly_and_starts_from_i
     out = _run_script(two_devices, *args, '--model_dir', killed)
     assert f'Resumed from {ckpt_dir}/ckpt-{killed_at}: {killed_at:,} images seen' in out, out
     assert len(_losses(killed)) == total and _losses(killed) == _losses(whole)
-    final, uninterrupted = (_checkpoint_values(_latest(os.path.join(run, 'training-checkpoints'))[0])
-                            for run in (killed, whole))
+    final, uninterrupted = (
+        _checkpoint_values(_latest(os.path.join(run, 'training-checkpoints'))[0])
+        for run in (killed, whole))
     assert final.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         np.testing.assert_array_equal(final[key], value, err_msg=key)

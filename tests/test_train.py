@@ -7,7 +7,6 @@ import shutil
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import checkpoints
 import config
@@ -16,6 +15,7 @@ import model
 import openmoji
 import train
 from conftest import render_shape_images
+from test_robustness import _checkpoint_values, _latest, _losses
 
 
 def _image_statistics(images):
@@ -80,7 +80,6 @@ def test_tiny_training_learns_then_resumes(tmp_path, capsys):
     assert 'batch_size=16' in capsys.readouterr().err
 
 
-
 @pytest.mark.slow
 @pytest.mark.parametrize('precision', ['mixed_float16', 'mixed_bfloat16'])
 def test_a_reduced_precision_run_resumes_bit_for_bit(precision, tmp_path, capsys):
@@ -105,22 +104,17 @@ def test_a_reduced_precision_run_resumes_bit_for_bit(precision, tmp_path, capsys
     assert train.main(args + ['--model_dir', parts, '--total_iter', '4']) == 0
     assert f'Resumed from {ckpt_dir}/ckpt-8: 8 images seen' in capsys.readouterr().out
 
-    def values(run):
-        records = [{key: value for key, value in record.items()
-                    if key not in ('images_per_sec', 'train_seconds')}
-                   for record in checkpoints.read_metrics(run)[0]]
-        reader = tf.train.load_checkpoint(tf.train.latest_checkpoint(
-            os.path.join(run, checkpoints.LATEST_DIR)))
-        return records, {key: reader.get_tensor(key) for key in reader.get_variable_to_shape_map()
-                         if not key.startswith(('train_seconds/', 'save_counter/',
-                                                '_CHECKPOINTABLE'))}
-    (losses, final), (whole_losses, uninterrupted) = values(parts), values(whole)
-    assert len(losses) == 4 and losses == whole_losses
+    losses = _losses(parts)
+    assert len(losses) == 4 and losses == _losses(whole)
+    final, uninterrupted = (
+        _checkpoint_values(_latest(os.path.join(run, checkpoints.LATEST_DIR))[0])
+        for run in (parts, whole))
     if precision == 'mixed_float16':
         assert losses[0]['step_skipped'] == 1 and any('loss_scale' in key for key in final)
     assert final.keys() == uninterrupted.keys()
     for key, value in uninterrupted.items():
         np.testing.assert_array_equal(final[key], value, err_msg=key)
+
 
 @pytest.mark.slow
 def test_lazy_r1_logs_the_latest_penalty_at_the_every_update_weight(tmp_path):

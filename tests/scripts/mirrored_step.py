@@ -50,7 +50,7 @@ def dtypes(ladagan, noise):
     images, attn_maps = ladagan.ema_generator(noise[:2])
     return {'wq_compute': ladagan.generator.block_8.attn.wq.compute_dtype,
             'variables': sorted({tf.as_dtype(v.dtype).name
-                               for v in ladagan.generator.trainable_variables}),
+                                 for v in ladagan.generator.trainable_variables}),
             'outputs': [images.dtype.name, attn_maps[0].dtype.name,
                         ladagan.discriminator(images).dtype.name],
             'global_policy': keras.config.dtype_policy().name}
