@@ -252,14 +252,16 @@ def open_images(file_pattern, img_size, center_crop=False, cache=True, labels=Fa
 class TrainingImages:
     """A run's training images and their order (DataOrder). `dataset(start_batch)` is the
     endless stream of uint8 batches (batch_size, S, S, 3) from the run's batch `start_batch` on
-    (with labels=True, pairs of them and their int32 classes): a resumed run asks for its step. num_shards / shard_index keep every num_shards-th chunk
-    (a multi-worker run: each worker reads its own chunks, in its own order, step by step).
+    (with labels=True, pairs of them and their int32 classes): a resumed run asks for its step.
+    num_shards / shard_index keep every num_shards-th chunk (a multi-worker run: each worker
+    reads its own chunks, in its own order, step by step).
     mirror=True flips each drawn image horizontally with probability 1/2. `window_bytes` is
-    the order's (DataOrder; runs take the default, small sets are one window)."""
+    the order's (DataOrder; runs take the default, small sets are one window). `replicas`: how
+    many replicas the stream feeds, one batch each a step (only said in the summary line)."""
 
     def __init__(self, file_pattern, img_size, batch_size, center_crop=False, seed=None,
                  num_shards=1, shard_index=0, mirror=False, cache=True, window_bytes=WINDOW_BYTES,
-                 labels=False):
+                 labels=False, replicas=1):
         self.img_size = data.check_positive_int(img_size, 'img_size')
         self.batch_size = data.check_positive_int(batch_size, 'batch_size')
         num_shards = data.check_positive_int(num_shards, 'num_shards')
@@ -284,8 +286,10 @@ class TrainingImages:
         order = self.order
         window_images = min(order.window_chunks * order.chunk_images, self.num_images)
         shard_note = f' (shard {shard_index} of {num_shards})' if num_shards > 1 else ''
+        replica_note = f' (one per replica, {replicas} a step)' if replicas > 1 else ''
         print(f'Train dataset: {self.num_images:,} images{shard_note}, '
-              f'{order.batches_per_epoch:,} batches of {batch_size} per epoch, shuffled '
+              f'{order.batches_per_epoch:,} batches of {batch_size} per epoch{replica_note}, '
+              'shuffled '
               + ('as one window' if window_images == self.num_images else
                  f'in windows of {window_images:,}') + f'; {source}.')
 

@@ -15,10 +15,10 @@ from config import UserError
 
 STRATEGIES = ('auto', 'default', 'mirrored', 'multiworker', 'tpu')
 # Printed when a TPU strategy starts: what no test here could run (there is no TPU).
-TPU_UNTESTED = ('notice: --strategy tpu has not run on a TPU in this project\'s tests (only the '
-                'code paths a CPU can take: one worker, no stop agreement, a step under XLA); '
-                'a prepared set (prepare.py) is read by TensorFlow ops alone, an image folder '
-                'with Python per chunk, which only a TPU VM, not a remote TPU host, can run')
+TPU_UNTESTED = ('notice: --strategy tpu is untested (no TPU was available to this project\'s '
+                'tests); an image folder is read with Python per chunk, which a TPU VM runs but '
+                'a remote TPU host cannot: there, prepare the set first (prepare.py), whose '
+                'pixels are read by TensorFlow ops alone')
 
 
 def make_strategy(name):
@@ -89,6 +89,8 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
 
     def make(start_batch):
         def dataset_fn(context):
+            # A pipeline feeding several replicas hands out one per-replica batch each per step.
+            per_step = context.num_replicas_in_sync // context.num_input_pipelines
             if context.input_pipeline_id not in shards:
                 shards[context.input_pipeline_id] = batches.TrainingImages(
                     file_pattern, conf.img_size,
@@ -96,9 +98,7 @@ def make_distributed_dataset(strategy, file_pattern, conf, cache=True):
                     center_crop=conf.center_crop, seed=conf.seed, mirror=conf.mirror,
                     num_shards=context.num_input_pipelines,
                     shard_index=context.input_pipeline_id, cache=cache,
-                    labels=bool(conf.num_classes))
-            # A pipeline feeding several replicas hands out one per-replica batch each per step.
-            per_step = context.num_replicas_in_sync // context.num_input_pipelines
+                    labels=bool(conf.num_classes), replicas=per_step)
             return shards[context.input_pipeline_id].dataset(start_batch * per_step)
         return strategy.distribute_datasets_from_function(dataset_fn)
     return make

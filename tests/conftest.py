@@ -30,7 +30,7 @@ from config import UserError  # noqa: E402
 def pytest_collection_modifyitems(config, items):
     """The slow tests first, each file's in its order. pytest-xdist hands out its work units
     (an xdist group, or one test) in collection order after the largest groups, so a long test
-    collected last (tests/test_train.py's 500 steps) would start when the other test process
+    collected last (tests/test_train.py's 400 steps) would start when the other test process
     has nothing left to do; the short tests fill in at the end instead."""
     items.sort(key=lambda item: item.get_closest_marker('slow') is None)
 

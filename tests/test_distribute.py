@@ -109,7 +109,7 @@ def test_train_py_on_two_replicas_resumes_a_killed_run_exactly_and_starts_from_i
                       '--strategy', 'mirrored', '--file_pattern', images, '--model_dir', started,
                       '--total_iter', '1', '--fid_inter', '0')
     assert out.count('; 2 replica(s)') == 2, out
-    assert 'Train dataset: 40 images, 10 batches of 4 per epoch' in out  # per replica
+    assert 'Train dataset: 40 images, 10 batches of 4 per epoch (one per replica, 2 a step)' in out
     assert f'G, its EMA and D start from {whole}' in out, out
     assert len(_metrics(started)) == 1
     ckpt_dir = os.path.join(killed, 'training-checkpoints')
@@ -277,9 +277,11 @@ def test_auto_strategy_on_one_cpu_is_the_default_one_and_its_process_is_the_chie
         distribute.make_strategy('multiworker')
 
 
-def test_strategy_tpu_without_a_tpu_is_one_sentence(tmp_path, capsys):
+def test_strategy_tpu_without_a_tpu_is_one_sentence(tmp_path, capsys, monkeypatch):
     """No TPU here: --strategy tpu ends with one sentence, exit 2, nothing written. On a TPU it
     would print distribute.TPU_UNTESTED, what no test here could run."""
+    for variable in ('TPU_NAME', 'COLAB_TPU_ADDR', 'TPU_CONFIG', 'KUBE_GOOGLE_CLOUD_TPU_ENDPOINTS'):
+        monkeypatch.delenv(variable, raising=False)  # no cloud metadata server to ask
     images = render_shape_images(str(tmp_path / 'images'), 16, size=32)
     run = str(tmp_path / 'run')
     assert train.main(['--strategy', 'tpu', '--preset', 'tiny', '--file_pattern', images,
