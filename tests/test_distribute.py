@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 
-import numpy as np
 import pytest
 import tensorflow as tf
 
@@ -20,8 +19,8 @@ import config  # noqa: E402
 import train  # noqa: E402
 import trainer  # noqa: E402
 from test_readme_commands import COMMANDS, MULTIWORKER, free_ports, run_command  # noqa: E402
-from test_robustness import (_checkpoint_values, _latest, _losses, _metrics, _read,  # noqa: E402
-                             _wait_for)
+from test_robustness import (_latest, _losses, _metrics, _read, _wait_for,  # noqa: E402
+                             assert_same_final_checkpoint)
 from conftest import render_shape_images  # noqa: E402
 
 
@@ -89,7 +88,6 @@ def test_mixed_precision_mirrored_step_is_the_single_device_step(case, mirrored_
                           'global_policy': 'float32'}, dtypes
 
 
-
 @pytest.mark.slow
 def test_train_py_on_two_replicas_resumes_a_killed_run_exactly_and_starts_from_init_from(
         tmp_path):
@@ -128,12 +126,8 @@ def test_train_py_on_two_replicas_resumes_a_killed_run_exactly_and_starts_from_i
     out = _run_script(two_devices, *args, '--model_dir', killed)
     assert f'Resumed from {ckpt_dir}/ckpt-{killed_at}: {killed_at:,} images seen' in out, out
     assert len(_losses(killed)) == total and _losses(killed) == _losses(whole)
-    final, uninterrupted = (
-        _checkpoint_values(_latest(os.path.join(run, 'training-checkpoints'))[0])
-        for run in (killed, whole))
-    assert final.keys() == uninterrupted.keys()
-    for key, value in uninterrupted.items():
-        np.testing.assert_array_equal(final[key], value, err_msg=key)
+    assert_same_final_checkpoint(killed, whole)
+
 
 @pytest.mark.slow
 @pytest.mark.xdist_group('commands_multiworker')
@@ -227,12 +221,7 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
         assert 'Host reads of collectives in 2 steps: 1 to agree whether to stop' in out
     assert _losses(run) == _losses(reference)
     assert len(_losses(run)) == total_images // 16
-    final, uninterrupted = (_checkpoint_values(_latest(os.path.join(folder,
-                                                                     'training-checkpoints'))[0])
-                            for folder in (run, reference))
-    assert final.keys() == uninterrupted.keys()
-    for key, value in uninterrupted.items():
-        np.testing.assert_array_equal(final[key], value, err_msg=key)
+    assert_same_final_checkpoint(run, reference)
 
 
 @pytest.mark.slow

@@ -346,6 +346,17 @@ def _checkpoint_values(prefix):
                                    '_CHECKPOINTABLE_OBJECT_GRAPH'))}
 
 
+
+def assert_same_final_checkpoint(run, reference):
+    """The latest checkpoints of two run folders hold the same variables, value for value (but
+    their clocks and save counters); returns the first's values."""
+    final, expected = (_checkpoint_values(_latest(os.path.join(folder, 'training-checkpoints'))[0])
+                       for folder in (run, reference))
+    assert final.keys() == expected.keys()
+    for key, value in expected.items():
+        np.testing.assert_array_equal(final[key], value, err_msg=key)
+    return final
+
 @pytest.mark.slow
 def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monkeypatch, capsys,
                                                                   fid_weights):
@@ -414,11 +425,7 @@ def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monke
     assert len(_losses(run)) == 9 + 3 and _losses(run) == _losses(uninterrupted)
     assert [record['n_images'] for record in _losses(run) if 'fid' in record] == [
         3 * batch, 6 * batch, 9 * batch]
-    final, reference = (_checkpoint_values(_latest(os.path.join(folder, 'training-checkpoints'))[0])
-                        for folder in (run, uninterrupted))
-    assert final.keys() == reference.keys()
-    for key, value in reference.items():
-        np.testing.assert_array_equal(final[key], value, err_msg=key)
+    assert_same_final_checkpoint(run, uninterrupted)
 
 
 @pytest.mark.slow
