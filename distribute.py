@@ -21,9 +21,20 @@ TPU_UNTESTED = ('notice: --strategy tpu is untested (no TPU was available to thi
                 'pixels are read by TensorFlow ops alone')
 
 
-def make_strategy(name):
+# Seconds a collective of the training step waits for the other workers before the run fails
+# (train.py --collective_timeout). Inside a step workers wait for each other only as long as one
+# traces, compiles or reads its first batch more slowly, or writes its checkpoint or the chief
+# its pictures more slowly: far less. The waits for the chief's evaluation (reference statistics,
+# FID) happen at the host's agreements (_sum_over_workers), which have no timeout.
+COLLECTIVE_TIMEOUT = 600
+
+
+def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT):
     """A tf.distribute strategy. 'auto': multi-worker when TF_CONFIG is set, a TPU when
-    TPU_NAME or COLAB_TPU_ADDR is, all GPUs when there are several, else the default one."""
+    TPU_NAME or COLAB_TPU_ADDR is, all GPUs when there are several, else the default one.
+    A multi-worker strategy's collectives raise tf.errors.DeadlineExceededError after
+    `collective_timeout` seconds (0: never): workers that took different paths through a step
+    (each waiting in another collective) fail instead of waiting for each other for good."""
     if name == 'auto':
         if os.environ.get('TF_CONFIG'):
             name = 'multiworker'
@@ -46,7 +57,9 @@ def make_strategy(name):
         if not os.environ.get('TF_CONFIG'):
             raise UserError('--strategy multiworker needs TF_CONFIG describing the '
                                   'cluster and this worker (see the README)')
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy(
+            communication_options=tf.distribute.experimental.CommunicationOptions(
+                timeout_seconds=collective_timeout))
     if name == 'tpu':
         try:
             resolver = tf.distribute.cluster_resolver.TPUClusterResolver(
@@ -127,12 +140,16 @@ def _sum_over_workers(strategy, values):
     Exact: one replica of each worker sends its values and the others send zeros, since x + 0 is
     x where six shares of x / 6 need not sum to x (float32 lost 349,515 of the first 2^20 steps
     that way with six devices per worker). float64 holds every step below 2^53. One traced
-    function per strategy, as the stop check runs at every step."""
+    function per strategy, as the stop check runs every few steps."""
     all_sum = _all_sums.get(id(strategy))
     if all_sum is None:
+        # No timeout: here the other workers wait for the chief's evaluation, however long.
+        untimed = tf.distribute.experimental.CommunicationOptions(timeout_seconds=0)
+
         @tf.function
         def all_sum(per_replica):
-            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+            return strategy.extended.reduce_to(tf.distribute.ReduceOp.SUM, per_replica,
+                                               '/device:CPU:0', options=untimed)
         _all_sums[id(strategy)] = all_sum
     values = np.asarray(values, np.float64)
     sent = []  # the replicas of this worker asked so far: the first one sends `values`

@@ -142,10 +142,13 @@ class DynamicLossScale(tf.Module):
     def apply(self, optimizer, scaled_grads, variables):
         """Apply the unscaled gradients, or skip them; returns whether they were applied.
 
-        With several replicas the decision is taken once, in cross-replica context, from every
-        replica's gradients: one replica's overflow skips the update on all (the optimizer
-        sums the replicas' gradients), and the branch that applies them may call the
-        optimizer's merge_call, which a conditional in replica context cannot."""
+        With several replicas, on one worker or several, the decision is taken once, in
+        cross-replica context, from whether any replica of any worker has a non-finite gradient
+        (a count reduced over every replica of every worker), so one replica's overflow skips
+        the update on all and every loss scale stays equal. Each worker deciding from its own
+        replicas let one worker enter the optimizer's all-reduce while another skipped to the
+        next collective: both waited for good (#36). (Cross-replica, as the branch that applies
+        may call the optimizer's merge_call, which a conditional in replica context cannot.)"""
         if not self.enabled:
             optimizer.apply_gradients(zip(scaled_grads, variables))
             return tf.constant(True)
@@ -156,10 +159,13 @@ class DynamicLossScale(tf.Module):
                                        lambda: optimizer.apply_gradients(zip(grads, variables)))
 
         def cross_replica(strategy, grads):
-            finite = tf.reduce_all(strategy.experimental_local_results(
-                strategy.extended.call_for_each_replica(_all_finite, args=(grads,))))
-            return self._apply_or_skip(finite, lambda: strategy.extended.call_for_each_replica(
-                lambda g: optimizer.apply_gradients(zip(g, variables)), args=(grads,)))
+            # How many replicas, of every worker, overflowed: an all-reduce across workers.
+            overflowed = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.extended.
+                                         call_for_each_replica(_count_overflow, args=(grads,)),
+                                         axis=None)
+            return self._apply_or_skip(overflowed == 0.0, lambda: strategy.extended.
+                                       call_for_each_replica(lambda g: optimizer.apply_gradients(
+                                           zip(g, variables)), args=(grads,)))
         return replica_context.merge_call(cross_replica, args=(grads,))
 
     def _apply_or_skip(self, finite, apply_gradients):
@@ -181,6 +187,11 @@ class DynamicLossScale(tf.Module):
 
 def _all_finite(tensors):
     return tf.reduce_all([tf.reduce_all(tf.math.is_finite(t)) for t in tensors])
+
+
+def _count_overflow(tensors):
+    """1.0 when any of `tensors` is not finite, else 0.0: summed over the replicas."""
+    return tf.cast(tf.logical_not(_all_finite(tensors)), tf.float32)
 
 
 def use_xla(jit):

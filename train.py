@@ -116,6 +116,13 @@ def train(conf, model_dir, options, record, strategy=None, init=None, data_cache
 
 # ---------------------------------------------------------------------- command line
 
+def _seconds(text):
+    """--collective_timeout's value: seconds, 0 or more."""
+    if float(text) < 0:
+        raise argparse.ArgumentTypeError(f'{text} must be 0 (no timeout) or a number of seconds')
+    return float(text)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description='Train LadaGAN.', formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -163,6 +170,11 @@ def parse_args(argv=None):
     parser.add_argument('--strategy', default='auto', choices=distribute.STRATEGIES,
                         help='tf.distribute strategy (default auto: TF_CONFIG -> multiworker, '
                              'TPU -> tpu, several GPUs -> mirrored, else one device)')
+    parser.add_argument('--collective_timeout', type=_seconds,
+                        default=distribute.COLLECTIVE_TIMEOUT, metavar='SECONDS',
+                        help='multi-worker runs: a collective of the training step that waits '
+                             'longer for the other workers fails the run instead of hanging '
+                             '(default %(default)g; 0: wait for ever)')
     args = parser.parse_args(argv)
     for name in ('metrics_inter', 'total_iter', 'max_ckpt_to_keep', 'ckpt_inter'):
         value = getattr(args, name)
@@ -213,11 +225,23 @@ def check_data(options, conf, args):
                         "data's new place on the command line)") from None
 
 
+def _lost_workers(err, collective_timeout):
+    """The sentence for a multi-worker run whose collectives failed with `err`."""
+    if isinstance(err, tf.errors.DeadlineExceededError):
+        return (f'a collective of the training step waited {collective_timeout:g} s for the other '
+                'workers (--collective_timeout): one of them fell that far behind, or the workers '
+                'took different paths through the step (a bug: please report it); the same '
+                'commands resume from the latest checkpoint')
+    return ('this worker lost another worker of the run (stopped: its output says why, or '
+            'unreachable); the same commands on every worker resume from the latest checkpoint')
+
+
 def main(argv=None, started=None):
     """The command line; `started`: when the command started (time.perf_counter), by default
     when main was called."""
     started = time.perf_counter() if started is None else started
     args = parse_args(argv)
+    strategy = None
     try:
         if args.report:
             if not os.path.isfile(os.path.join(args.model_dir, 'config.json')):
@@ -253,7 +277,7 @@ def main(argv=None, started=None):
         if conf.conditional:
             conf, class_counts = resolve_classes(conf, options, record)
         # Multi-worker strategies must exist before any other TensorFlow op runs.
-        strategy = distribute.make_strategy(args.strategy)
+        strategy = distribute.make_strategy(args.strategy, args.collective_timeout)
         if resumed:
             checkpoints.check_run_checkpoints(args.model_dir, conf)
         init = source and checkpoints.init_weights(source, conf, f'--preset {args.preset}' if
@@ -267,6 +291,12 @@ def main(argv=None, started=None):
         return 2
     except TrainingDivergedError as err:
         print(f'error: {err}', file=sys.stderr)
+        return 1
+    except (tf.errors.DeadlineExceededError, tf.errors.UnavailableError,
+            tf.errors.AbortedError) as err:
+        if strategy is None or distribute.one_worker(strategy):
+            raise
+        print(f'error: {_lost_workers(err, args.collective_timeout)}', file=sys.stderr)
         return 1
     return 0
 

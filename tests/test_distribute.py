@@ -225,6 +225,56 @@ def test_sigterm_to_one_worker_stops_both_at_one_step_and_the_resume_is_the_unin
 
 
 @pytest.mark.slow
+def test_float16_on_two_workers_skips_one_workers_overflow_on_both_and_a_stalled_worker_fails_both(
+        tmp_path):
+    """Two train.py workers under mixed_float16 (tests/scripts/overflow_on_one_worker.py, tiny
+    preset, 12 steps, a checkpoint at step 9): worker 1's D gradients overflow on that worker
+    alone after every two applied updates. Both workers skip every update that overflowed on
+    either, with the same loss scales at every step, and their checkpoints at step 9 are equal,
+    value for value. (Each worker deciding from its own gradients, as before #36, left them
+    waiting for each other for good at the first such update: with that code this test fails
+    by --collective_timeout.) Then worker 1 stalls past --collective_timeout before step 11:
+    worker 0's step times out, and each ends with one sentence, exit 1, instead of waiting for
+    ever."""
+    images = render_shape_images(str(tmp_path / 'images'), 64, size=32)
+    run = str(tmp_path / 'run')
+    argv = [sys.executable, os.path.join(SCRIPTS, 'overflow_on_one_worker.py'), '--behind_at',
+            '11', '--collective_timeout', '15', '--strategy', 'multiworker', '--preset', 'tiny',
+            '--file_pattern', images, '--model_dir', run, '--total_iter', '12', '--fid_inter',
+            '0', '--metrics_inter', '1', '--ckpt_inter', '9', '--set', 'batch_size=16', '--set',
+            'precision=mixed_float16']
+    codes, outputs = _run_workers(argv, str(tmp_path), 'worker')
+    assert codes == [1, 1], outputs
+    timed_out = 'error: a collective of the training step waited 15 s for the other workers'
+    lost = 'error: this worker lost another worker of the run'
+    last_lines = [out.strip().splitlines()[-1] for out in outputs]
+    assert last_lines[0].startswith(timed_out), outputs[0]
+    # Back, worker 1 finds worker 0 gone, or (before the health check notices) times out too.
+    assert last_lines[1].startswith((lost, timed_out)), outputs[1]
+    assert not [out for out in outputs if 'Traceback' in out], outputs
+
+    # Whether each worker's own gradients overflowed, update by update (steps 1 to 10).
+    overflowed = [{name: [int(flag) for flag in re.findall(rf'overflowed {name} (\d)', out)][:10]
+                   for name in ('d_loss_scale', 'g_loss_scale')} for out in outputs]
+    assert len(overflowed[1]['d_loss_scale']) == 10, outputs[1]
+    worker_1_alone = [step for step, (own, other) in enumerate(zip(
+        overflowed[1]['d_loss_scale'], overflowed[0]['d_loss_scale']), 1) if own and not other]
+    assert len(worker_1_alone) >= 2, overflowed
+    logs = [_metrics(folder)[:10] for folder in (run, os.path.join(run, '.worker-1'))]
+    for name in ('d_loss_scale', 'g_loss_scale'):
+        scales = [[record[name] for record in log] for log in logs]
+        assert scales[0] == scales[1], (name, scales)
+        either = [max(flags) for flags in zip(overflowed[0][name], overflowed[1][name])]
+        # Halved after every update that overflowed on either worker, else kept (from 2^15).
+        assert [after / before for before, after in zip([2.0 ** 15] + scales[0], scales[0])
+                ] == [0.5 if flag else 1.0 for flag in either], (name, scales, overflowed)
+    assert [record['skipped_steps'] for record in logs[0]] == [
+        record['skipped_steps'] for record in logs[1]]
+    assert _latest(os.path.join(run, 'training-checkpoints'))[1] == 9 * 16
+    assert_same_final_checkpoint(run, os.path.join(run, '.worker-1'))
+
+
+@pytest.mark.slow
 def test_the_chiefs_step_reaches_every_replica_exactly_on_six_and_seven_devices():
     # One worker's replicas as logical devices. The old way (each replica sending step / devices
     # in float32) changes 349,515 of these steps on six devices and 549,246 on seven: a valid
