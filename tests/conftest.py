@@ -5,6 +5,7 @@ Markers (pytest.ini): `slow` marks real training runs, subprocesses and XLA comp
 the inner loop (`python3 -m pytest -q -m "not slow" tests`) leaves out.
 """
 
+import io
 import json
 import os
 import sys
@@ -207,3 +208,38 @@ def write_webp_lmdb(folder, count):
             transaction.put(f'{(index * 7919) % 1000:04x}{index}'.encode(), buffer.getvalue())
     env.close()
     return str(folder)
+
+
+def write_noise_images(folder, count, size=32, seed=0):
+    os.makedirs(folder, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for index in range(count):
+        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(os.path.join(folder, f'noise_{index:03d}.png'))
+    return folder
+
+
+def write_odd_images(folder):
+    """Grey, RGBA, palette, 16-bit, very large and non-square images, plus one truncated PNG."""
+    Image.new('L', (32, 32), 90).save(os.path.join(folder, 'grey.png'))
+    Image.new('RGBA', (32, 32), (200, 0, 0, 100)).save(os.path.join(folder, 'rgba.png'))
+    palette = Image.new('P', (32, 32), 1)
+    palette.putpalette([0, 0, 0, 30, 140, 250] + [0] * 762)
+    palette.save(os.path.join(folder, 'palette.png'))
+    Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(os.path.join(folder, 'grey16.png'))
+    Image.new('RGB', (3000, 2000), (0, 128, 255)).save(os.path.join(folder, 'very_large.jpg'))
+    Image.new('RGB', (60, 24), (20, 200, 40)).save(os.path.join(folder, 'non_square.png'))
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)).save(
+        buffer, 'PNG')
+    with open(os.path.join(folder, 'truncated.png'), 'wb') as f:
+        f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
+
+
+@pytest.fixture(scope='module')
+def dataset(tmp_path_factory):
+    """40 noise PNGs and the odd images: 47 files, of which 46 decode (the robustness and NaN
+    guard runs' training set)."""
+    folder = write_noise_images(str(tmp_path_factory.mktemp('robust_data')), 40)
+    write_odd_images(folder)
+    return folder

@@ -1,16 +1,23 @@
 """guard.py decides; train.py carries it out. The decisions on sequences of FIDs and NaNs here;
-real runs whose FID worsens (a diverging learning rate, real FID) below."""
+real runs whose FID worsens (a diverging learning rate, real FID) below; then runs whose weights
+or losses turn non-finite (the NaN guard)."""
 import glob
 import json
 import os
+import re
 import shutil
 
+import numpy as np
 import pytest
+import tensorflow as tf
 
 import config
+import gan
 import guard
+import plots
 import train
 from conftest import render_shape_images
+from test_robustness import BATCH, LR_KEY, TINY, _latest, _metrics, _weights_finite
 
 
 def _decisions(fids, **overrides):
@@ -228,3 +235,118 @@ def test_early_stopping_ends_at_the_right_evaluation(tmp_path, images, capsys, f
     assert len(fids) == best + 3  # the best, then two evaluations without a better one
     assert [event['action'] for event in _events(run)] == ['finish']
     assert 'Early stop: no better FID than' in capsys.readouterr().out
+
+
+# ---------------------------------------------------------------- the NaN guard
+
+class _FakeFID:
+    """Stands in for the FID evaluator: every evaluation is better than the one before."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, conf, eval_source, class_counts=None, class_names=None):
+        def evaluate(generator):
+            self.calls += 1
+            return {'fid': 100.0 / self.calls}
+        return evaluate
+
+
+def _inject_nan(monkeypatch, turns_nan):
+    """After the train steps (counted over restores) for which `turns_nan(call)` holds, a
+    discriminator weight turns NaN, as a diverging update would make it."""
+    original = gan.LadaGAN.train_step
+    calls = {'count': 0}
+
+    def train_step(self, *args, **kwargs):
+        metrics = original(self, *args, **kwargs)
+        calls['count'] += 1
+        if turns_nan(calls['count']):
+            weight = self.discriminator.trainable_weights[0]
+            weight.assign(weight * float('nan'))
+        return metrics
+    monkeypatch.setattr(gan.LadaGAN, 'train_step', train_step)
+
+
+def _stop_message(step, retries, last_good):
+    tried = f' after {retries} restore(s) at halved learning rates' if retries else ''
+    return (f'error: Training diverged: non-finite discriminator/inp_conv/kernel at step {step} '
+            f'({step * BATCH} images){tried}; the last good checkpoint is {last_good}; start a '
+            'new --model_dir with lower g_lr and d_lr, or with --set nan_retries=N to restore '
+            'and halve them automatically.')
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('nan_retries', [0, 1])
+def test_non_finite_values_stop_or_restore_and_are_never_saved(
+        nan_retries, tmp_path, dataset, monkeypatch, capsys):
+    run = str(tmp_path / 'run')
+    latest_dir = os.path.join(run, 'training-checkpoints')
+    best_dir = os.path.join(run, 'best-training-checkpoints')
+    monkeypatch.setattr(train, 'make_fid_evaluator', _FakeFID())
+    # Plots are not under test here and cost seconds per checkpoint.
+    monkeypatch.setattr(plots, 'save_attention_maps', lambda *args, **kwargs: None)
+    # Steps 1-2, save, step 3 turns NaN; with a retry: restore to step 2, steps 3-4, save,
+    # step 5 turns NaN again and the one retry is spent.
+    _inject_nan(monkeypatch, lambda call: call == 3 or (nan_retries and call >= 6))
+    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2',
+                   '--total_iter', '6', '--set', 'n_fid_real=40',
+                   '--set', f'nan_retries={nan_retries}']
+    assert train.main(args) == 1
+    out, err = capsys.readouterr()
+    if nan_retries:
+        restored = os.path.join(latest_dir, f'ckpt-{2 * BATCH}')
+        assert (f'non-finite discriminator/inp_conv/kernel at step 3 ({3 * BATCH} images): '
+                f'restored {restored} with the learning rates halved (restore 1 of at most 1): '
+                'g_lr=0.0001, d_lr=0.0001') in out
+        last_good, seen = _latest(latest_dir)
+        assert err.strip().splitlines()[-1] == _stop_message(5, 1, last_good)
+        assert seen == 4 * BATCH  # trained on after the restore
+        assert tf.train.load_checkpoint(last_good).get_tensor(LR_KEY) == np.float32(0.0001)
+    else:
+        last_good, seen = _latest(latest_dir)
+        assert err.strip().splitlines()[-1] == _stop_message(3, 0, last_good)
+        assert seen == 2 * BATCH
+    # The best checkpoint is the last good one (each FID beats the one before), never a NaN one.
+    assert _latest(best_dir)[1] == seen
+    for folder in (latest_dir, best_dir):
+        for name in os.listdir(folder):
+            if name.endswith('.index'):
+                assert _weights_finite(os.path.join(folder, name[:-len('.index')]))
+    records = _metrics(run)
+    assert [r['n_images'] for r in records if 'd_loss' in r] == list(range(BATCH, seen + 1, BATCH))
+    assert all(np.isfinite(value) for record in records for value in record.values())
+
+
+@pytest.mark.slow
+def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, dataset, capsys):
+    """No NaN put in by hand: learning rates of 1 (5,000 times the official) make the tiny GAN's
+    losses and R1 explode within a few steps (1e8 and 1e14 at the second, seen), then overflow
+    float32. The guard finds the non-finite values, restores the last checkpoint with both
+    learning rates halved, overflows again and stops; nothing non-finite is saved or logged."""
+    run = str(tmp_path / 'run')
+    latest_dir = os.path.join(run, 'training-checkpoints')
+    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0',
+                   '--ckpt_inter', '2', '--total_iter', '12', '--seed', '0',
+                   '--set', 'g_lr=1', '--set', 'd_lr=1', '--set', 'nan_retries=1']
+    assert train.main(args) == 1
+    out, err = capsys.readouterr()
+    restore = re.search(r'^non-finite .+ at step (\d+) \((\d+) images\): restored (\S+) with the '
+                        r'learning rates halved \(restore 1 of at most 1\): g_lr=0\.5, d_lr=0\.5$',
+                        out, re.M)
+    assert restore, out
+    # Back to the last checkpoint before the overflow (one every 2 steps).
+    restored_seen = int(restore.group(3).rsplit('-', 1)[1])
+    assert restored_seen == 2 * BATCH * ((int(restore.group(1)) - 1) // 2) > 0
+    stop = re.match(r'error: Training diverged: non-finite .+ at step \d+ \((\d+) images\) after '
+                    r'1 restore\(s\) at halved learning rates; the last good checkpoint is \S+; ',
+                    err.strip().splitlines()[-1])
+    assert stop, err
+    for name in os.listdir(latest_dir):
+        if name.endswith('.index'):
+            assert _weights_finite(os.path.join(latest_dir, name[:-len('.index')]))
+    records = _metrics(run)
+    assert records and all(np.isfinite(value) for record in records for value in record.values())
+    seen = [record['n_images'] for record in records]
+    assert seen == list(range(BATCH, seen[-1] + 1, BATCH))  # the undone steps' records dropped
+    assert seen[-1] == int(stop.group(1)) - BATCH  # the log ends at the last finite step

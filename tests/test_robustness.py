@@ -1,10 +1,10 @@
-"""Never lose a run: kills at any moment, bad input, NaN losses, seeded repeats, untrusted files.
+"""Never lose a run: kills at any moment, bad input, failing side jobs, seeded repeats, untrusted
+files (the NaN guard: test_guard.py; float16's overflows: test_float16.py).
 
 The crash and determinism tests run `train.py` as a real process (SIGKILL cannot be faked in
 process); the others call `train.main` in process. All use the tiny preset on ~50 small PNGs.
 """
 import glob
-import io
 import json
 import os
 import re
@@ -18,19 +18,16 @@ import time
 import numpy as np
 import pytest
 import tensorflow as tf
-from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import config  # noqa: E402
 import data  # noqa: E402
-import diffaug  # noqa: E402
 import fid  # noqa: E402
-import gan  # noqa: E402
 import model  # noqa: E402
-import plots  # noqa: E402
 import train  # noqa: E402
+from conftest import write_noise_images  # noqa: E402
 
 TRAIN = os.path.join(ROOT, 'train.py')
 TINY = ['--preset', 'tiny', '--set', 'jit=False', '--metrics_inter', '1']
@@ -39,40 +36,6 @@ LR_KEY = 'g_optimizer/_learning_rate/.ATTRIBUTES/VARIABLE_VALUE'
 
 
 # ---------------------------------------------------------------- data and helpers
-
-def _write_noise_images(folder, count, size=32, seed=0):
-    os.makedirs(folder, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    for index in range(count):
-        pixels = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
-        Image.fromarray(pixels).save(os.path.join(folder, f'noise_{index:03d}.png'))
-    return folder
-
-
-def _write_odd_images(folder):
-    """Grey, RGBA, palette, 16-bit, very large and non-square images, plus one truncated PNG."""
-    Image.new('L', (32, 32), 90).save(os.path.join(folder, 'grey.png'))
-    Image.new('RGBA', (32, 32), (200, 0, 0, 100)).save(os.path.join(folder, 'rgba.png'))
-    palette = Image.new('P', (32, 32), 1)
-    palette.putpalette([0, 0, 0, 30, 140, 250] + [0] * 762)
-    palette.save(os.path.join(folder, 'palette.png'))
-    Image.fromarray(np.full((32, 32), 40000, np.uint16)).save(os.path.join(folder, 'grey16.png'))
-    Image.new('RGB', (3000, 2000), (0, 128, 255)).save(os.path.join(folder, 'very_large.jpg'))
-    Image.new('RGB', (60, 24), (20, 200, 40)).save(os.path.join(folder, 'non_square.png'))
-    buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (32, 32, 3), np.uint8)).save(
-        buffer, 'PNG')
-    with open(os.path.join(folder, 'truncated.png'), 'wb') as f:
-        f.write(buffer.getvalue()[:len(buffer.getvalue()) // 2])
-
-
-@pytest.fixture(scope='module')
-def dataset(tmp_path_factory):
-    """40 noise PNGs and the odd images: 47 files, of which 46 decode."""
-    folder = _write_noise_images(str(tmp_path_factory.mktemp('robust_data')), 40)
-    _write_odd_images(folder)
-    return folder
-
 
 @pytest.fixture(scope='module')
 def finished_run(tmp_path_factory, dataset):
@@ -147,7 +110,7 @@ def _corrupt_images(tmp, count=40):
 
 
 def _few_images(tmp):
-    return _write_noise_images(os.path.join(tmp, 'few'), 5)
+    return write_noise_images(os.path.join(tmp, 'few'), 5)
 
 
 # (name, extra arguments given (tmp dir, dataset), mutation of the resumed run or None for a
@@ -374,7 +337,7 @@ def test_a_run_killed_twice_and_resumed_is_the_uninterrupted_run(tmp_path, monke
     the same code path, so it is not run again here."""
     preset = 'demo'
     batch = config.make_config(preset).batch_size
-    images = _write_noise_images(str(tmp_path / 'images'), batch * 5 // 2)  # 2 batches an epoch
+    images = write_noise_images(str(tmp_path / 'images'), batch * 5 // 2)  # 2 batches an epoch
     with open(os.path.join(images, 'noise_040b.png'), 'w') as f:  # sorted among them
         f.write('not an image')
     # FID at every checkpoint: each kill comes during an evaluation, which the resume redoes.
@@ -457,44 +420,7 @@ def test_a_kill_between_the_best_and_the_latest_save_resumes_from_the_best(
     assert records[:2] == _metrics(finished_run[0])  # step 2 was kept, not replayed
 
 
-# ---------------------------------------------------------------- NaN guard
-
-class _FakeFID:
-    """Stands in for the FID evaluator: every evaluation is better than the one before."""
-
-    def __init__(self):
-        self.calls = 0
-
-    def __call__(self, conf, eval_source, class_counts=None, class_names=None):
-        def evaluate(generator):
-            self.calls += 1
-            return {'fid': 100.0 / self.calls}
-        return evaluate
-
-
-def _inject_nan(monkeypatch, turns_nan):
-    """After the train steps (counted over restores) for which `turns_nan(call)` holds, a
-    discriminator weight turns NaN, as a diverging update would make it."""
-    original = gan.LadaGAN.train_step
-    calls = {'count': 0}
-
-    def train_step(self, *args, **kwargs):
-        metrics = original(self, *args, **kwargs)
-        calls['count'] += 1
-        if turns_nan(calls['count']):
-            weight = self.discriminator.trainable_weights[0]
-            weight.assign(weight * float('nan'))
-        return metrics
-    monkeypatch.setattr(gan.LadaGAN, 'train_step', train_step)
-
-
-def _stop_message(step, retries, last_good):
-    tried = f' after {retries} restore(s) at halved learning rates' if retries else ''
-    return (f'error: Training diverged: non-finite discriminator/inp_conv/kernel at step {step} '
-            f'({step * BATCH} images){tried}; the last good checkpoint is {last_good}; start a '
-            'new --model_dir with lower g_lr and d_lr, or with --set nan_retries=N to restore '
-            'and halve them automatically.')
-
+# ---------------------------------------------------------------- side jobs
 
 @pytest.mark.slow
 def test_a_failing_side_job_warns_and_the_run_trains_on(tmp_path, dataset, capsys):
@@ -527,185 +453,6 @@ def test_a_failing_side_job_warns_and_the_run_trains_on(tmp_path, dataset, capsy
     assert [record['n_images'] for record in _metrics(run)] == [BATCH, 2 * BATCH, 3 * BATCH,
                                                                 4 * BATCH]
     assert os.path.getsize(os.path.join(run, 'loss_curves.png')) > 1000
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize('nan_retries', [0, 1])
-def test_non_finite_values_stop_or_restore_and_are_never_saved(
-        nan_retries, tmp_path, dataset, monkeypatch, capsys):
-    run = str(tmp_path / 'run')
-    latest_dir = os.path.join(run, 'training-checkpoints')
-    best_dir = os.path.join(run, 'best-training-checkpoints')
-    monkeypatch.setattr(train, 'make_fid_evaluator', _FakeFID())
-    # Plots are not under test here and cost seconds per checkpoint.
-    monkeypatch.setattr(plots, 'save_attention_maps', lambda *args, **kwargs: None)
-    # Steps 1-2, save, step 3 turns NaN; with a retry: restore to step 2, steps 3-4, save,
-    # step 5 turns NaN again and the one retry is spent.
-    _inject_nan(monkeypatch, lambda call: call == 3 or (nan_retries and call >= 6))
-    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '2',
-                   '--total_iter', '6', '--set', 'n_fid_real=40',
-                   '--set', f'nan_retries={nan_retries}']
-    assert train.main(args) == 1
-    out, err = capsys.readouterr()
-    if nan_retries:
-        restored = os.path.join(latest_dir, f'ckpt-{2 * BATCH}')
-        assert (f'non-finite discriminator/inp_conv/kernel at step 3 ({3 * BATCH} images): '
-                f'restored {restored} with the learning rates halved (restore 1 of at most 1): '
-                'g_lr=0.0001, d_lr=0.0001') in out
-        last_good, seen = _latest(latest_dir)
-        assert err.strip().splitlines()[-1] == _stop_message(5, 1, last_good)
-        assert seen == 4 * BATCH  # trained on after the restore
-        assert tf.train.load_checkpoint(last_good).get_tensor(LR_KEY) == np.float32(0.0001)
-    else:
-        last_good, seen = _latest(latest_dir)
-        assert err.strip().splitlines()[-1] == _stop_message(3, 0, last_good)
-        assert seen == 2 * BATCH
-    # The best checkpoint is the last good one (each FID beats the one before), never a NaN one.
-    assert _latest(best_dir)[1] == seen
-    for folder in (latest_dir, best_dir):
-        for name in os.listdir(folder):
-            if name.endswith('.index'):
-                assert _weights_finite(os.path.join(folder, name[:-len('.index')]))
-    records = _metrics(run)
-    assert [r['n_images'] for r in records if 'd_loss' in r] == list(range(BATCH, seen + 1, BATCH))
-    assert all(np.isfinite(value) for record in records for value in record.values())
-
-
-@pytest.mark.slow
-def test_a_run_whose_own_training_goes_non_finite_restores_then_stops(tmp_path, dataset, capsys):
-    """No NaN put in by hand: learning rates of 1 (5,000 times the official) make the tiny GAN's
-    losses and R1 explode within a few steps (1e8 and 1e14 at the second, seen), then overflow
-    float32. The guard finds the non-finite values, restores the last checkpoint with both
-    learning rates halved, overflows again and stops; nothing non-finite is saved or logged."""
-    run = str(tmp_path / 'run')
-    latest_dir = os.path.join(run, 'training-checkpoints')
-    args = TINY + ['--file_pattern', dataset, '--model_dir', run, '--fid_inter', '0',
-                   '--ckpt_inter', '2', '--total_iter', '12', '--seed', '0',
-                   '--set', 'g_lr=1', '--set', 'd_lr=1', '--set', 'nan_retries=1']
-    assert train.main(args) == 1
-    out, err = capsys.readouterr()
-    restore = re.search(r'^non-finite .+ at step (\d+) \((\d+) images\): restored (\S+) with the '
-                        r'learning rates halved \(restore 1 of at most 1\): g_lr=0\.5, d_lr=0\.5$',
-                        out, re.M)
-    assert restore, out
-    # Back to the last checkpoint before the overflow (one every 2 steps).
-    restored_seen = int(restore.group(3).rsplit('-', 1)[1])
-    assert restored_seen == 2 * BATCH * ((int(restore.group(1)) - 1) // 2) > 0
-    stop = re.match(r'error: Training diverged: non-finite .+ at step \d+ \((\d+) images\) after '
-                    r'1 restore\(s\) at halved learning rates; the last good checkpoint is \S+; ',
-                    err.strip().splitlines()[-1])
-    assert stop, err
-    for name in os.listdir(latest_dir):
-        if name.endswith('.index'):
-            assert _weights_finite(os.path.join(latest_dir, name[:-len('.index')]))
-    records = _metrics(run)
-    assert records and all(np.isfinite(value) for record in records for value in record.values())
-    seen = [record['n_images'] for record in records]
-    assert seen == list(range(BATCH, seen[-1] + 1, BATCH))  # the undone steps' records dropped
-    assert seen[-1] == int(stop.group(1)) - BATCH  # the log ends at the last finite step
-
-
-@pytest.fixture(scope='module')
-def float16_demo_run(tmp_path_factory):
-    """The demo model trained 200 steps in float16 through train.py (XLA, every step logged)
-    on 96 rendered OpenMoji emoji; batch 4 instead of 32, for a CPU test's time (its first
-    updates overflow; 500 steps, which it ran before, cost 2.5 times as long and showed nothing
-    more). A process of its own, as a user runs train.py."""
-    from conftest import render_emoji_images
-    root = tmp_path_factory.mktemp('float16_demo')
-    images = render_emoji_images(str(root / 'emoji'), 96, size=32)
-    run = str(root / 'run')
-    result = subprocess.run(
-        [sys.executable, TRAIN, '--preset', 'demo', '--file_pattern', images, '--model_dir', run,
-         '--total_iter', '200', '--metrics_inter', '1', '--fid_inter', '0', '--seed', '0',
-         '--set', 'precision=mixed_float16', '--set', 'batch_size=4', '--set', 'jit=True'],
-        capture_output=True, text=True, timeout=900, cwd=ROOT)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return run, images
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group('float16_demo')  # one run for both
-def test_a_float16_demo_run_logs_every_step_and_its_overflows_through_200_steps(
-        float16_demo_run):
-    """float16 loss scaling starts at 2^15, where R1 overflows: the update is skipped and the
-    scale halved until it fits. A skipped step's non-finite R1 is not divergence (before, the
-    NaN check at the first logged step stopped the run): the run goes on, counts and logs the
-    skipped steps and the loss scales, and writes only finite values."""
-    run, _ = float16_demo_run
-    records = _metrics(run)
-    assert [record['n_images'] for record in records] == list(range(4, 804, 4))
-    assert all(np.isfinite(value) for record in records for value in record.values())
-    assert records[0]['step_skipped'] == 1 and records[0]['d_loss_scale'] == 2.0 ** 14
-    assert 'gp' not in records[0]  # R1 overflowed: not finite, not logged, not a stop
-    # Each record adds its own step to the count.
-    assert [record['skipped_steps'] for record in records] == list(
-        np.cumsum([record['step_skipped'] for record in records]))
-    assert records[-1]['step_skipped'] == 0 and records[-1]['gp'] > 0  # fits now
-    assert not os.path.exists(os.path.join(run, 'events.jsonl'))  # no restore, no stop
-    assert _weights_finite(_latest(os.path.join(run, 'training-checkpoints'))[0])
-
-
-def _r1_weight_gradient(conf, discriminator_weights, real_images, scale):
-    """R1's gradient for D's weights as the step takes it: of the loss-scaled penalty, then
-    unscaled in float32 (gan.DynamicLossScale.apply), under conf.precision."""
-    generator = model.build_generator(conf, initialize=False)
-    discriminator = model.build_discriminator(conf, initialize=False)
-    for variable, value in zip(discriminator.weights, discriminator_weights):
-        variable.assign(value)
-    ladagan = gan.LadaGAN(generator, discriminator, conf)
-    ladagan.d_loss_scale.scale_var.assign(scale)
-    with tf.GradientTape() as tape:
-        _, penalty = ladagan.r1_penalty(real_images)
-        scaled_penalty = penalty * ladagan.d_loss_scale.scale
-    grads = tape.gradient(scaled_penalty, ladagan.d_train_vars)
-    return np.concatenate([(tf.cast(g, tf.float32) / ladagan.d_loss_scale.scale).numpy().ravel()
-                           for g in grads])
-
-
-@pytest.mark.slow
-@pytest.mark.xdist_group('float16_demo')  # one run for both
-def test_float16_r1_weight_gradient_matches_float32_at_init_and_after_200_steps(
-        float16_demo_run):
-    """The loss scale cancels in R1's double backward: the adjoint entering D's second backward
-    is about 2 * gp_weight * grad / batch, unscaled, in float16. Checked against float32 on the
-    same weights and augmented reals: the demo model at initialisation (at the largest scale
-    from 2^15 down where the float16 gradient is finite, where loss scaling settles), and
-    after the float16 run's 200 steps (at the run's own scale)."""
-    run, images = float16_demo_run
-    conf32 = config.make_config('demo', batch_size=4, jit=True)
-    conf16 = conf32.replace(precision='mixed_float16')
-    files = sorted(glob.glob(os.path.join(images, '*.png')))[:32]
-    reals = np.stack([np.asarray(Image.open(f).convert('RGB'), np.float32) for f in files])
-    reals = tf.constant(reals / 127.5 - 1.0)
-    # The same augmented reals for both precisions, as the step's R1 takes them.
-    reals = diffaug.DiffAugment(reals, conf32.policy, rng=tf.random.Generator.from_seed(1))
-
-    tf.keras.utils.set_random_seed(0)
-    initial = [w.numpy() for w in model.build_discriminator(conf32).weights]
-    trained = model.build_discriminator(conf32, initialize=False)
-    loss_scale = gan.DynamicLossScale(enabled=True)
-    tf.train.Checkpoint(discriminator=trained, d_loss_scale=loss_scale).restore(
-        _latest(os.path.join(run, 'training-checkpoints'))[0]).expect_partial()
-    scale = 2.0 ** 15  # float16's R1 takes about 12 s on a CPU: the search's last one is kept
-    while not np.all(np.isfinite(init_half := _r1_weight_gradient(conf16, initial, reals, scale))):
-        scale /= 2
-    trained_scale = float(loss_scale.scale_var.numpy())
-    trained_weights = [w.numpy() for w in trained.weights]
-    cases = {'init': (initial, scale, init_half),
-             'after 200 steps': (trained_weights, trained_scale,
-                                 _r1_weight_gradient(conf16, trained_weights, reals, trained_scale))}
-    norms = []
-    for name, (weights, scale, half) in cases.items():
-        reference = _r1_weight_gradient(conf32, weights, reals, 1.0)
-        norms.append(np.linalg.norm(reference))
-        error = np.linalg.norm(half - reference) / norms[-1]
-        print(f'{name}: loss scale {scale:g}, |R1 grad| {norms[-1]:.3g}, '
-              f'float16 relative error {error:.4f}')
-        assert error < 0.02, (name, scale, error)
-    # R1's gradient grew with training (0.020 to 0.37 measured): it does not drift towards
-    # float16's underflow.
-    assert norms[1] > 2 * norms[0], norms
 
 
 # ---------------------------------------------------------------- untrusted files
