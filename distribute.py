@@ -22,11 +22,16 @@ TPU_UNTESTED = ('notice: --strategy tpu is untested (no TPU was available to thi
 
 
 # Seconds a collective of the training step waits for the other workers before the run fails
-# (train.py --collective_timeout). Inside a step workers wait for each other only as long as one
-# traces, compiles or reads its first batch more slowly, or writes its checkpoint or the chief
-# its pictures more slowly: far less. The waits for the chief's evaluation (reference statistics,
-# FID) happen at the host's agreements (_sum_over_workers), which have no timeout.
-COLLECTIVE_TIMEOUT = 600
+# (train.py --collective_timeout); 0, the default, waits for ever, as TensorFlow does. Off by
+# default: TensorFlow holds a thread for the whole timeout for each timed collective (its
+# CommunicationOptions docs), timeout x collectives per second threads (a step all-reduces each
+# logged value, each optimizer's gradients, each overflow count): thousands at 600 s on GPUs.
+# Inside a step workers wait for each other as long as one traces or opens its data (its first
+# pass over an image folder) more slowly, or writes its checkpoint or the chief its pictures
+# more slowly. The waits for the chief's
+# evaluation (reference statistics, FID) happen at the host's agreements (_sum_over_workers),
+# which are never timed.
+COLLECTIVE_TIMEOUT = 0
 
 
 def make_strategy(name, collective_timeout=COLLECTIVE_TIMEOUT):

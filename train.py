@@ -118,9 +118,14 @@ def train(conf, model_dir, options, record, strategy=None, init=None, data_cache
 
 def _seconds(text):
     """--collective_timeout's value: seconds, 0 or more."""
-    if float(text) < 0:
-        raise argparse.ArgumentTypeError(f'{text} must be 0 (no timeout) or a number of seconds')
-    return float(text)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float('inf'):
+        raise argparse.ArgumentTypeError(f'{text!r} is not allowed: give 0 (no timeout) or a '
+                                         'number of seconds')
+    return seconds
 
 
 def parse_args(argv=None):
@@ -174,7 +179,8 @@ def parse_args(argv=None):
                         default=distribute.COLLECTIVE_TIMEOUT, metavar='SECONDS',
                         help='multi-worker runs: a collective of the training step that waits '
                              'longer for the other workers fails the run instead of hanging '
-                             '(default %(default)g; 0: wait for ever)')
+                             '(default 0: wait for ever; TensorFlow holds a thread per timed '
+                             'collective for this long: docs/distributed.md)')
     args = parser.parse_args(argv)
     for name in ('metrics_inter', 'total_iter', 'max_ckpt_to_keep', 'ckpt_inter'):
         value = getattr(args, name)
@@ -225,13 +231,14 @@ def check_data(options, conf, args):
                         "data's new place on the command line)") from None
 
 
-def _lost_workers(err, collective_timeout):
+def _collective_failure_sentence(err, collective_timeout):
     """The sentence for a multi-worker run whose collectives failed with `err`."""
     if isinstance(err, tf.errors.DeadlineExceededError):
         return (f'a collective of the training step waited {collective_timeout:g} s for the other '
                 'workers (--collective_timeout): one of them fell that far behind, or the workers '
-                'took different paths through the step (a bug: please report it); the same '
-                'commands resume from the latest checkpoint')
+                'took different paths through the step (a bug: please report it) or opened its '
+                'data more slowly (raise the timeout); the same commands resume from the latest '
+                'checkpoint')
     return ('this worker lost another worker of the run (stopped: its output says why, or '
             'unreachable); the same commands on every worker resume from the latest checkpoint')
 
@@ -296,7 +303,8 @@ def main(argv=None, started=None):
             tf.errors.AbortedError) as err:
         if strategy is None or distribute.one_worker(strategy):
             raise
-        print(f'error: {_lost_workers(err, args.collective_timeout)}', file=sys.stderr)
+        print(f'error: {_collective_failure_sentence(err, args.collective_timeout)}',
+              file=sys.stderr)
         return 1
     return 0
 

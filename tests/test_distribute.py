@@ -232,8 +232,8 @@ def test_float16_on_two_workers_skips_one_workers_overflow_on_both_and_a_stalled
     alone after every two applied updates. Both workers skip every update that overflowed on
     either, with the same loss scales at every step, and their checkpoints at step 9 are equal,
     value for value. (Each worker deciding from its own gradients, as before #36, left them
-    waiting for each other for good at the first such update: with that code this test fails
-    by --collective_timeout.) Then worker 1 stalls past --collective_timeout before step 11:
+    waiting for each other for good at the first such update: with that code both time out
+    there, and this test fails.) Then worker 1 stalls past --collective_timeout before step 11:
     worker 0's step times out, and each ends with one sentence, exit 1, instead of waiting for
     ever."""
     images = render_shape_images(str(tmp_path / 'images'), 64, size=32)
@@ -247,10 +247,12 @@ def test_float16_on_two_workers_skips_one_workers_overflow_on_both_and_a_stalled
     assert codes == [1, 1], outputs
     timed_out = 'error: a collective of the training step waited 15 s for the other workers'
     lost = 'error: this worker lost another worker of the run'
-    last_lines = [out.strip().splitlines()[-1] for out in outputs]
-    assert last_lines[0].startswith(timed_out), outputs[0]
+    # One error line each (stdout and stderr share a log: not necessarily the last line).
+    errors = [[line for line in out.splitlines() if line.startswith('error: ')]
+              for out in outputs]
+    assert len(errors[0]) == 1 and errors[0][0].startswith(timed_out), outputs[0]
     # Back, worker 1 finds worker 0 gone, or (before the health check notices) times out too.
-    assert last_lines[1].startswith((lost, timed_out)), outputs[1]
+    assert len(errors[1]) == 1 and errors[1][0].startswith((lost, timed_out)), outputs[1]
     assert not [out for out in outputs if 'Traceback' in out], outputs
 
     # Whether each worker's own gradients overflowed, update by update (steps 1 to 10).
