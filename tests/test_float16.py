@@ -1,10 +1,12 @@
-"""float16 training: the demo model's run through its overflows, and R1's gradient under
-float16 loss scaling against float32 (docs/precision.md). One float16 run serves both tests."""
+"""float16 training: the loss scale's rules, the demo model's run through its overflows, and
+R1's gradient under float16 loss scaling against float32 (docs/precision.md). One float16 run
+serves the last two."""
 import glob
 import os
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -18,6 +20,33 @@ import diffaug  # noqa: E402
 import gan  # noqa: E402
 import model  # noqa: E402
 from test_robustness import TRAIN, _latest, _metrics, _weights_finite  # noqa: E402
+
+
+def test_the_loss_scale_skips_and_halves_on_an_overflow_and_doubles_after_its_interval():
+    """gan.DynamicLossScale on one device: gradients come of loss x scale. A non-finite one skips
+    the update (the variable untouched) and halves the scale, never below 1; finite ones are
+    applied unscaled, and growth_interval of them in a row double the scale."""
+    variable = tf.Variable([1.0, 2.0])
+    optimizer = keras.optimizers.SGD(learning_rate=0.5)
+    scaler = gan.DynamicLossScale(enabled=True, initial_scale=4.0, growth_interval=2)
+
+    def update(grad):
+        """Whether the update of the unscaled gradient `grad` was applied."""
+        return bool(scaler.apply(optimizer, [tf.constant(grad) * scaler.scale], [variable]))
+    assert not update([np.inf, 1.0])
+    assert variable.numpy().tolist() == [1.0, 2.0] and float(scaler.scale_var) == 2.0
+    assert update([1.0, -2.0])  # sent as [2, -4], applied as [1, -2]
+    assert variable.numpy().tolist() == [0.5, 3.0] and float(scaler.scale_var) == 2.0
+    assert update([0.0, 0.0])  # the second finite update in a row: the scale doubles
+    assert float(scaler.scale_var) == 4.0 and int(scaler.finite_steps) == 0
+    scaler.scale_var.assign(1.0)
+    assert not update([np.nan, 0.0])
+    assert float(scaler.scale_var) == 1.0 and variable.numpy().tolist() == [0.5, 3.0]
+    # Disabled (float32, bfloat16), the scale is a constant 1 and every update is applied.
+    unscaled = gan.DynamicLossScale(enabled=False)
+    assert float(unscaled.scale) == 1.0
+    assert bool(unscaled.apply(optimizer, [tf.constant([1.0, 1.0])], [variable]))
+    assert variable.numpy().tolist() == [0.0, 2.5]
 
 
 @pytest.fixture(scope='module')
