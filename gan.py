@@ -159,13 +159,16 @@ class DynamicLossScale(tf.Module):
                                        lambda: optimizer.apply_gradients(zip(grads, variables)))
 
         def cross_replica(strategy, grads):
-            # How many replicas, of every worker, overflowed: an all-reduce across workers.
-            overflowed = strategy.reduce(tf.distribute.ReduceOp.SUM, strategy.extended.
-                                         call_for_each_replica(_count_overflow, args=(grads,)),
-                                         axis=None)
-            return self._apply_or_skip(overflowed == 0.0, lambda: strategy.extended.
-                                       call_for_each_replica(lambda g: optimizer.apply_gradients(
-                                           zip(g, variables)), args=(grads,)))
+            each_replica = strategy.extended.call_for_each_replica
+            # () float32: how many replicas, of every worker, overflowed (an all-reduce that
+            # crosses workers).
+            overflowed = strategy.reduce(tf.distribute.ReduceOp.SUM,
+                                         each_replica(_count_overflow, args=(grads,)), axis=None)
+
+            def apply_gradients():
+                return each_replica(lambda g: optimizer.apply_gradients(zip(g, variables)),
+                                    args=(grads,))
+            return self._apply_or_skip(overflowed == 0.0, apply_gradients)
         return replica_context.merge_call(cross_replica, args=(grads,))
 
     def _apply_or_skip(self, finite, apply_gradients):
