@@ -233,9 +233,10 @@ def test_float16_on_two_workers_skips_one_workers_overflow_on_both_and_a_stalled
     either, with the same loss scales at every step, and their checkpoints at step 9 are equal,
     value for value. (Each worker deciding from its own gradients, as before #36, left them
     waiting for each other for good at the first such update: with that code both time out
-    there, and this test fails.) Then worker 1 stalls past --collective_timeout before step 11:
-    worker 0's step times out, and each ends with one sentence, exit 1, instead of waiting for
-    ever."""
+    there, and this test fails.) Then the chief comes to the stop check before step 11 later
+    than --collective_timeout: worker 1 waits there, a host agreement, untimed, and goes on.
+    Then worker 1 stalls past the timeout before step 11: worker 0's step times out, and each
+    ends with one sentence, exit 1, instead of waiting for ever."""
     images = render_shape_images(str(tmp_path / 'images'), 64, size=32)
     run = str(tmp_path / 'run')
     argv = [sys.executable, os.path.join(SCRIPTS, 'overflow_on_one_worker.py'), '--behind_at',
@@ -251,6 +252,9 @@ def test_float16_on_two_workers_skips_one_workers_overflow_on_both_and_a_stalled
     errors = [[line for line in out.splitlines() if line.startswith('error: ')]
               for out in outputs]
     assert len(errors[0]) == 1 and errors[0][0].startswith(timed_out), outputs[0]
+    # Worker 1 waited for the late chief at the stop check without a timeout, then stalled.
+    assert 'late to the stop check before step 11' in outputs[0], outputs[0]
+    assert 'behind before step 11' in outputs[1], outputs[1]
     # Back, worker 1 finds worker 0 gone, or (before the health check notices) times out too.
     assert len(errors[1]) == 1 and errors[1][0].startswith((lost, timed_out)), outputs[1]
     assert not [out for out in outputs if 'Traceback' in out], outputs
