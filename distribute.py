@@ -28,9 +28,8 @@ TPU_UNTESTED = ('notice: --strategy tpu is untested (no TPU was available to thi
 # logged value, each optimizer's gradients, each overflow count): thousands at 600 s on GPUs.
 # Inside a step workers wait for each other as long as one traces or opens its data (its first
 # pass over an image folder) more slowly, or writes its checkpoint or the chief its pictures
-# more slowly. The waits for the chief's
-# evaluation (reference statistics, FID) happen at the host's agreements (_sum_over_workers),
-# which are never timed.
+# more slowly. The waits for the chief's evaluation (reference statistics, FID) happen at the
+# host's agreements (_sum_over_workers), which are never timed.
 COLLECTIVE_TIMEOUT = 0
 
 
