@@ -1,5 +1,5 @@
-"""One worker of a two-worker float16 run with two faults on worker 1: train.py's main, with
-its TF_CONFIG, where
+"""One worker of a two-worker float16 run with three faults: train.py's main, with its
+TF_CONFIG, where
 
 - worker 1's scaled D gradients are made infinite whenever D's loss scale has counted two
   applied updates in a row (an overflow on that worker alone; the other's gradients stay as
